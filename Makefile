@@ -1,0 +1,45 @@
+# cselab: two commands do everything from a fresh clone (see README.md).
+#   make course   set up .venv and execute every chapter notebook into build/notebooks/
+#   make test     set up .venv with dev extras, run unit tests and execute notebooks in the `ci` profile
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := build/constraints.txt
+PYTEST_ARGS ?=
+
+.PHONY: course test bench clean setup setup-dev
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Exact pins from environment.yml, minus torch: an installed torch is never replaced.
+$(CONSTRAINTS): environment.yml
+	@mkdir -p build
+	@sed -n 's/^ *- \([A-Za-z0-9_.-]*==[^ ]*\) *$$/\1/p' environment.yml | grep -v '^torch==' > $@
+
+$(VENV)/.cselab-base: $(PY) pyproject.toml $(CONSTRAINTS)
+	@# torch==2.13.0 is installed only when torch is missing; an existing torch is kept as is.
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	$(PIP) install -c $(CONSTRAINTS) -e .
+	@touch $@
+
+$(VENV)/.cselab-dev: $(VENV)/.cselab-base
+	$(PIP) install -c $(CONSTRAINTS) -e ".[dev]"
+	@touch $@
+
+setup: $(VENV)/.cselab-base
+setup-dev: $(VENV)/.cselab-dev
+
+course: $(VENV)/.cselab-base
+	$(PY) -m cselab.course run build/notebooks
+
+test: $(VENV)/.cselab-dev
+	CSELAB_PROFILE=ci $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.cselab-dev
+	$(PY) tests/benchmarks/bench_encode.py
+
+clean:
+	rm -rf build

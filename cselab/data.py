@@ -1,0 +1,411 @@
+"""Data: SentEval readers, training-file readers, the course's shipped files, downloads.
+
+Data root = the ``data_dir`` argument, else ``$CSELAB_DATA_DIR``, else the user cache
+(``$CSELAB_CACHE/data``, default ``~/.cache/cselab/data``). Under a root the layout is::
+
+    senteval/downstream/STS/STS12-en-test/ ...   SentEval's standard layout
+    senteval/downstream/SICK/SICK_test_annotated.txt ...
+    nli/nli_for_simcse.csv                         sent0,sent1,hard_neg
+    unsup/wiki1m_for_simcse.txt                    one sentence per line
+
+The STS readers reproduce SentEval (``senteval/sts.py``, ``sick.py``) exactly: pairs
+with an empty gold line are dropped, sentences are whitespace-split and re-joined with
+one space. Every reader names ``file:line`` when a line is malformed.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATA_ENV = "CSELAB_DATA_DIR"
+CACHE_ENV = "CSELAB_CACHE"
+COURSE_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+
+# SentEval's sub-dataset lists (senteval/sts.py); STS13 has no SMT (its input is not distributed).
+STS_SUBSETS: dict[str, tuple[str, ...]] = {
+    "STS12": ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"),
+    "STS13": ("FNWN", "headlines", "OnWN"),
+    "STS14": ("deft-forum", "deft-news", "headlines", "images", "OnWN", "tweet-news"),
+    "STS15": ("answers-forums", "answers-students", "belief", "headlines", "images"),
+    "STS16": ("answer-answer", "headlines", "plagiarism", "postediting", "question-question"),
+}
+STS_TASKS = (*STS_SUBSETS, "STSBenchmark", "SICKRelatedness")  # SimCSE's column order
+SPLIT_FILES = {
+    "STSBenchmark": {"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test.csv"},
+    "SICKRelatedness": {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK_test_annotated.txt"},
+}
+
+
+class DataFormatError(ValueError):
+    """A data file has a malformed line; the message names file:line and the fix."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data root or file is missing; the message names the path and how to get it."""
+
+
+@dataclass
+class ScoredPairs:
+    """Sentence pairs with gold similarity scores. ``scores``: (n,) float64."""
+
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: np.ndarray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+# ------------------------------------------------------------------ locations
+def cache_dir() -> Path:
+    """``$CSELAB_CACHE``, default ``~/.cache/cselab``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "cselab").expanduser()
+
+
+def data_root(data_dir: str | os.PathLike | None = None, *, must_exist: bool = True) -> Path:
+    """The data root: ``data_dir``, else ``$CSELAB_DATA_DIR``, else ``cache_dir()/data``."""
+    if data_dir is not None:
+        root, origin = Path(data_dir).expanduser(), "the data_dir argument"
+    elif os.environ.get(DATA_ENV):
+        root, origin = Path(os.environ[DATA_ENV]).expanduser(), f"${DATA_ENV}"
+    else:
+        root, origin = cache_dir() / "data", "the default cache"
+    if must_exist and not root.is_dir():
+        raise DataNotFoundError(
+            f"Data root {root} (from {origin}) does not exist. Download the evaluation data with "
+            f"`cselab download senteval` (or point {DATA_ENV} at a folder in SentEval's layout)."
+        )
+    return root
+
+
+def find_data_root(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """Like :func:`data_root` but returns None instead of raising when SentEval data is absent."""
+    try:
+        root = data_root(data_dir)
+    except DataNotFoundError:
+        return None
+    return root if (root / "senteval" / "downstream" / "STS").is_dir() else None
+
+
+def senteval_path(data_dir: str | os.PathLike | None, *parts: str) -> Path:
+    path = data_root(data_dir).joinpath("senteval", "downstream", *parts)
+    if not path.exists():
+        raise DataNotFoundError(
+            f"{path} is missing. Get SentEval's data with `cselab download senteval` "
+            f"(into the cache, or `--dest DIR` and set {DATA_ENV}=DIR)."
+        )
+    return path
+
+
+# ------------------------------------------------------------------ low-level line reading
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Lines of a UTF-8 text file; a BOM is dropped and CRLF/LF both end a line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} does not exist.")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path}:{line}: not valid UTF-8 (byte {raw[exc.start]:#04x}). Re-save the file as UTF-8."
+        ) from None
+    return text.splitlines()
+
+
+def _score(value: str, path: Path, line: int) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise DataFormatError(f"{path}:{line}: gold score {value!r} is not a number.") from None
+    if not math.isfinite(x):
+        raise DataFormatError(f"{path}:{line}: gold score {value!r} is not a finite number.")
+    return x
+
+
+def _normalise(sentence: str) -> str:
+    # SentEval splits on whitespace and the batcher re-joins the tokens with ' '.
+    return " ".join(sentence.split())
+
+
+# ------------------------------------------------------------------ SentEval STS
+def read_sts_subset(folder: str | os.PathLike, subset: str) -> ScoredPairs:
+    """One STS12-16 sub-dataset: ``STS.input.<subset>.txt`` + ``STS.gs.<subset>.txt``."""
+    folder = Path(folder)
+    input_file, gold_file = folder / f"STS.input.{subset}.txt", folder / f"STS.gs.{subset}.txt"
+    pairs, gold = read_lines(input_file), read_lines(gold_file)
+    if len(pairs) != len(gold):
+        raise DataFormatError(
+            f"{input_file} has {len(pairs)} lines but {gold_file} has {len(gold)}: each pair needs one gold line."
+        )
+    s1, s2, scores = [], [], []
+    for number, (pair, score) in enumerate(zip(pairs, gold), start=1):
+        fields = pair.split("\t")
+        if len(fields) != 2:
+            raise DataFormatError(
+                f"{input_file}:{number}: expected 2 tab-separated sentences, found {len(fields)} field(s)."
+            )
+        if score == "":  # SentEval drops pairs that were not scored
+            continue
+        scores.append(_score(score, gold_file, number))
+        s1.append(_normalise(fields[0]))
+        s2.append(_normalise(fields[1]))
+    return ScoredPairs(s1, s2, np.asarray(scores, dtype=np.float64), f"{folder.name}/{subset}")
+
+
+def read_sts_year(task: str, data_dir: str | os.PathLike | None = None) -> dict[str, ScoredPairs]:
+    """All sub-datasets of ``STS12`` ... ``STS16``, in SentEval's order."""
+    if task not in STS_SUBSETS:
+        raise ValueError(f"Unknown STS year {task!r}; choose one of {list(STS_SUBSETS)}.")
+    folder = senteval_path(data_dir, "STS", f"{task}-en-test")
+    return {subset: read_sts_subset(folder, subset) for subset in STS_SUBSETS[task]}
+
+
+def read_stsb(split: str = "test", data_dir: str | os.PathLike | None = None) -> ScoredPairs:
+    """STS Benchmark ``sts-<split>.csv``: tab-separated genre, file, year, id, score, s1, s2."""
+    path = senteval_path(data_dir, "STS", "STSBenchmark", _split_file("STSBenchmark", split))
+    s1, s2, scores = [], [], []
+    for number, line in enumerate(read_lines(path), start=1):
+        fields = line.strip().split("\t")
+        if len(fields) < 7:
+            raise DataFormatError(
+                f"{path}:{number}: expected 7 tab-separated columns (genre, file, year, id, score, "
+                f"sentence1, sentence2), found {len(fields)}."
+            )
+        scores.append(_score(fields[4], path, number))
+        s1.append(_normalise(fields[5]))
+        s2.append(_normalise(fields[6]))
+    return ScoredPairs(s1, s2, np.asarray(scores, dtype=np.float64), f"STSBenchmark/{split}")
+
+
+def read_sick(split: str = "test", data_dir: str | os.PathLike | None = None) -> ScoredPairs:
+    """SICK relatedness: header line skipped; columns pair_ID, sentence_A, sentence_B, score, label."""
+    path = senteval_path(data_dir, "SICK", _split_file("SICKRelatedness", split))
+    s1, s2, scores = [], [], []
+    for number, line in enumerate(read_lines(path)[1:], start=2):
+        fields = line.strip().split("\t")
+        if len(fields) < 4:
+            raise DataFormatError(
+                f"{path}:{number}: expected tab-separated pair_ID, sentence_A, sentence_B, "
+                f"relatedness_score(, entailment_judgment), found {len(fields)} column(s)."
+            )
+        scores.append(_score(fields[3], path, number))
+        s1.append(_normalise(fields[1]))
+        s2.append(_normalise(fields[2]))
+    return ScoredPairs(s1, s2, np.asarray(scores, dtype=np.float64), f"SICK/{split}")
+
+
+def _split_file(task: str, split: str) -> str:
+    if split not in SPLIT_FILES[task]:
+        raise ValueError(f"Unknown split {split!r} for {task}; choose one of {list(SPLIT_FILES[task])}.")
+    return SPLIT_FILES[task][split]
+
+
+def load_sts_task(task: str, split: str = "test", data_dir: str | os.PathLike | None = None) -> dict[str, ScoredPairs]:
+    """One evaluation task as ``{subset: pairs}``; STS-B and SICK-R give ``{split: pairs}``.
+
+    STS12-16 only have test data, so for them ``split`` must be ``"test"``.
+    """
+    if task in STS_SUBSETS:
+        if split != "test":
+            raise ValueError(f"{task} has only a test split (asked for {split!r}); use STSBenchmark or SICKRelatedness.")
+        return read_sts_year(task, data_dir)
+    if task == "STSBenchmark":
+        return {split: read_stsb(split, data_dir)}
+    if task == "SICKRelatedness":
+        return {split: read_sick(split, data_dir)}
+    raise ValueError(f"Unknown STS task {task!r}; choose from {list(STS_TASKS)}.")
+
+
+# ------------------------------------------------------------------ training files
+def read_nli_triplets(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """SimCSE's ``nli_for_simcse.csv``: header ``sent0,sent1,hard_neg`` = (premise, entailment, contradiction)."""
+    path = Path(path)
+    lines = read_lines(path)
+    if not lines:
+        raise DataFormatError(f"{path}:1: empty file; expected the header sent0,sent1,hard_neg.")
+    rows = list(csv.reader(lines))
+    if [h.strip() for h in rows[0]] != ["sent0", "sent1", "hard_neg"]:
+        raise DataFormatError(f"{path}:1: header is {rows[0]}, expected ['sent0', 'sent1', 'hard_neg'].")
+    triplets = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != 3:
+            raise DataFormatError(f"{path}:{number}: expected 3 comma-separated columns, found {len(row)} (quote commas).")
+        triplets.append((row[0], row[1], row[2]))
+    return triplets
+
+
+def read_sentences(path: str | os.PathLike) -> list[str]:
+    """One sentence per line (SimCSE's wiki1m format). Empty lines are skipped with a warning."""
+    lines = read_lines(path)
+    sentences = [line.strip() for line in lines if line.strip()]
+    if len(sentences) < len(lines):
+        warnings.warn(f"{path}: skipped {len(lines) - len(sentences)} empty line(s).", stacklevel=2)
+    if not sentences:
+        raise DataFormatError(f"{path}: no sentences (the file is empty).")
+    return sentences
+
+
+def read_documents(path: str | os.PathLike) -> list[dict[str, str]]:
+    """JSON Lines documents, one ``{"title": ..., "text": ...}`` object per line."""
+    path = Path(path)
+    docs = []
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}:{number}: not valid JSON ({exc.msg}).") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+            raise DataFormatError(f"{path}:{number}: expected an object with a string field 'text'.")
+        docs.append({"title": str(doc.get("title", "")), "text": doc["text"]})
+    return docs
+
+
+# ------------------------------------------------------------------ data shipped with the course
+def read_scored_pairs(path: str | os.PathLike = COURSE_DATA_DIR / "sts_sample.tsv") -> ScoredPairs:
+    """The course's scored pairs: header ``score<TAB>sentence1<TAB>sentence2``, scores 0-5."""
+    path = Path(path)
+    lines = read_lines(path)
+    if not lines or lines[0].split("\t") != ["score", "sentence1", "sentence2"]:
+        raise DataFormatError(f"{path}:1: expected the header score<TAB>sentence1<TAB>sentence2.")
+    s1, s2, scores = [], [], []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise DataFormatError(f"{path}:{number}: expected 3 tab-separated columns, found {len(fields)}.")
+        scores.append(_score(fields[0], path, number))
+        s1.append(_normalise(fields[1]))
+        s2.append(_normalise(fields[2]))
+    return ScoredPairs(s1, s2, np.asarray(scores, dtype=np.float64), path.name)
+
+
+def read_toy_corpus(path: str | os.PathLike = COURSE_DATA_DIR / "toy_corpus.tsv") -> tuple[list[str], np.ndarray]:
+    """The course's toy corpus: (sentences, meaning ids); equal ids are paraphrases."""
+    path = Path(path)
+    lines = read_lines(path)
+    if not lines or lines[0].split("\t") != ["meaning_id", "sentence"]:
+        raise DataFormatError(f"{path}:1: expected the header meaning_id<TAB>sentence.")
+    sentences, ids = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0].isdigit():
+            raise DataFormatError(f"{path}:{number}: expected '<integer id><TAB><sentence>'.")
+        ids.append(int(fields[0]))
+        sentences.append(fields[1])
+    return sentences, np.asarray(ids)
+
+
+# ------------------------------------------------------------------ downloads
+SIMCSE_DATA_URL = "https://huggingface.co/datasets/princeton-nlp/datasets-for-simcse/resolve/main/"
+
+
+@dataclass(frozen=True)
+class RemoteDataset:
+    """A downloadable data set. ``target`` is relative to the data root."""
+
+    name: str
+    url: str
+    target: str
+    archive: bool
+    sha256: str | None
+    description: str
+
+
+# The hub serves these through Git LFS and states each file's SHA-256 in its X-Linked-Etag
+# header; a download is checked against `sha256` when set, else against that header.
+REGISTRY: dict[str, RemoteDataset] = {
+    "senteval": RemoteDataset("senteval", SIMCSE_DATA_URL + "senteval.tar", "senteval/downstream", True, None,
+                              "SentEval STS12-16, STS-B, SICK and transfer tasks (SimCSE's copy)"),
+    "wiki1m": RemoteDataset("wiki1m", SIMCSE_DATA_URL + "wiki1m_for_simcse.txt", "unsup/wiki1m_for_simcse.txt",
+                            False, None, "10^6 English Wikipedia sentences (unsupervised SimCSE)"),
+    "nli": RemoteDataset("nli", SIMCSE_DATA_URL + "nli_for_simcse.csv", "nli/nli_for_simcse.csv", False, None,
+                         "SNLI+MNLI (premise, entailment, contradiction) triplets (supervised SimCSE)"),
+}
+
+
+def _sha256_from_headers(headers) -> str | None:
+    for key in ("X-Linked-Etag", "ETag"):
+        value = (headers.get(key) or "").strip('W/"')
+        if len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower()):
+            return value.lower()
+    return None
+
+
+def download(name: str, dest: str | os.PathLike | None = None, *, force: bool = False,
+             url: str | None = None, timeout: float = 60.0, progress: bool = True) -> Path:
+    """Download a registered data set into a data root and return its path.
+
+    The file is streamed to a temporary name beside the target, its SHA-256 is checked,
+    and only then is it renamed into place (archives are unpacked into a temporary
+    folder first), so an interrupted or corrupt download never leaves a partial target.
+
+    Args:
+        name: a key of :data:`REGISTRY` (``senteval``, ``wiki1m``, ``nli``).
+        dest: data root (default: ``data_root(must_exist=False)``).
+        force: download again even if the target exists.
+        url: override the registry URL (mirrors, tests).
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"Unknown data set {name!r}; choose one of {sorted(REGISTRY)}.")
+    entry = REGISTRY[name]
+    root = Path(dest).expanduser() if dest is not None else data_root(must_exist=False)
+    target = root / entry.target
+    if target.exists() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm
+
+    source = url or entry.url
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=timeout) as response:
+            expected = entry.sha256 or _sha256_from_headers(response.headers)
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {name}", disable=not progress) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        if expected and digest.hexdigest() != expected:
+            raise OSError(f"Checksum mismatch for {source}: got sha256 {digest.hexdigest()}, expected {expected}. "
+                          "Nothing was written; try again (or check the URL).")
+        if entry.archive:
+            _unpack_senteval(tmp, target)
+        else:
+            if target.exists():
+                target.unlink()
+            os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _unpack_senteval(archive: Path, target: Path) -> None:
+    """Unpack SimCSE's senteval.tar (top-level STS/, SICK/, MR/, ...) into ``target``."""
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".unpack.") as tmp:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        candidates = [p.parent for p in Path(tmp).rglob("STS") if p.is_dir()]
+        if not candidates:
+            raise OSError(f"{archive.name}: no STS/ folder inside the archive; is it SentEval's data?")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(min(candidates, key=lambda p: len(p.parts)), target)

@@ -1,0 +1,412 @@
+"""``SentenceEncoder``: any transformers encoder + a pooler (+ an optional projector).
+
+The poolers are the ones of SimCSE's ``evaluation.py`` (SimCSE paper, App. B and Table 6):
+
+=====================  ==========================================================
+``cls``                the model's ``pooler_output`` (BERT: dense + tanh over [CLS]);
+                       with a ``projector`` (e.g. SimCSE's MLP) it is
+                       ``projector(last_hidden[:, 0])`` instead
+``cls_before_pooler``  ``last_hidden[:, 0]``, the raw [CLS] vector
+``avg``                masked mean of the last layer
+``avg_first_last``     masked mean of ``(hidden_states[1] + hidden_states[-1]) / 2``
+                       (first transformer layer and last layer, as SimCSE; DiffCSE and
+                       ESimCSE use ``hidden_states[0]``, the embedding output)
+``avg_top2``           masked mean of ``(hidden_states[-2] + hidden_states[-1]) / 2``
+=====================  ==========================================================
+
+Masked means ignore padding, so a sentence's embedding does not depend on what it is
+batched with. For poolers other than ``cls`` a projector, when given, is applied after
+pooling (the sentence-transformers ``Dense`` module).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .profiles import hub_reachable
+
+POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+TINY_PRESET = "cselab/tiny"
+COURSE_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+TINY_VOCAB = COURSE_DATA_DIR / "tiny_vocab.txt"
+
+
+class HubUnreachableError(OSError):
+    """A model was asked for by hub id, is not cached, and the hub cannot be reached."""
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLERS:
+        raise ValueError(f"Unknown pooling {pooling!r}; choose one of {list(POOLERS)}.")
+    return pooling
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over non-padding positions. ``hidden``: (batch, seq, dim); mask: (batch, seq)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def pool(
+    pooling: str,
+    attention_mask: torch.Tensor,
+    last_hidden: torch.Tensor,
+    hidden_states: Sequence[torch.Tensor] | None = None,
+    pooler_output: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pool token vectors into one vector per sentence, as SimCSE's ``evaluation.py``.
+
+    Args:
+        pooling: one of :data:`POOLERS`.
+        attention_mask: (batch, seq), 1 for real tokens.
+        last_hidden: (batch, seq, dim).
+        hidden_states: embedding output + every layer, each (batch, seq, dim); needed by
+            ``avg_first_last`` and ``avg_top2``.
+        pooler_output: (batch, dim), needed by ``cls``.
+
+    Returns:
+        (batch, dim)
+    """
+    check_pooling(pooling)
+    if pooling == "cls":
+        if pooler_output is None:
+            raise ValueError(
+                "pooling='cls' needs the model's pooler output, and this model has no pooler. "
+                "Use pooling='cls_before_pooler', or pass a projector."
+            )
+        return pooler_output
+    if pooling == "cls_before_pooler":
+        return last_hidden[:, 0]
+    if pooling == "avg":
+        return masked_mean(last_hidden, attention_mask)
+    if hidden_states is None:
+        raise ValueError(f"pooling={pooling!r} needs hidden_states (run the model with output_hidden_states=True).")
+    if pooling == "avg_first_last":
+        return masked_mean((hidden_states[1] + hidden_states[-1]) / 2.0, attention_mask)
+    return masked_mean((hidden_states[-2] + hidden_states[-1]) / 2.0, attention_mask)  # avg_top2
+
+
+def _wordpiece_tokenizer(vocab_file: Path):
+    """A Rust-backed BERT tokenizer over a vocabulary file, on transformers 4.x and 5.x."""
+    import inspect
+
+    import transformers
+
+    cls = getattr(transformers, "BertTokenizerFast", None) or transformers.BertTokenizer
+    if "vocab_file" in inspect.signature(cls.__init__).parameters:  # transformers 4.x
+        return cls(vocab_file=str(vocab_file), do_lower_case=True)
+    return cls(vocab=str(vocab_file), do_lower_case=True)  # transformers 5.x takes the path as `vocab`
+
+
+def tiny_bert(seed: int = 0, vocab_file: Path = TINY_VOCAB):
+    """The offline ``cselab/tiny`` preset: a randomly initialised 3-layer BERT.
+
+    Hidden size 128, 2 heads, FFN 512, 512 positions; the WordPiece vocabulary
+    (8,000 entries) ships in ``data/tiny_vocab.txt`` (see ``data/README.md``).
+    Initialisation is seeded without touching the global RNG.
+    """
+    from transformers import BertConfig, BertModel
+
+    if not Path(vocab_file).is_file():
+        raise FileNotFoundError(
+            f"The tiny encoder's vocabulary {vocab_file} is missing. It ships with the course "
+            "repository (data/tiny_vocab.txt): install the course with `pip install -e .` from a clone."
+        )
+    tokenizer = _wordpiece_tokenizer(Path(vocab_file))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=512,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    return model, tokenizer
+
+
+def _activation(name: str) -> nn.Module:
+    """sentence-transformers stores the Dense activation as a dotted class path."""
+    short = name.rsplit(".", 1)[-1]
+    known = {"Tanh": nn.Tanh, "Identity": nn.Identity, "ReLU": nn.ReLU, "GELU": nn.GELU, "Sigmoid": nn.Sigmoid}
+    if short not in known:
+        raise ValueError(f"Unsupported Dense activation {name!r}; supported: {sorted(known)}.")
+    return known[short]()
+
+
+def _read_sentence_transformer_dir(path: Path) -> dict:
+    """Parse a sentence-transformers directory: where the transformer is, pooling, Dense, Normalize."""
+    modules = json.loads((path / "modules.json").read_text("utf-8"))
+    spec: dict = {"transformer": path, "pooling": None, "projector": None, "normalize": False}
+    for module in sorted(modules, key=lambda m: m.get("idx", 0)):
+        kind = module["type"].rsplit(".", 1)[-1]
+        where = path / module.get("path", "")
+        if kind == "Transformer":
+            spec["transformer"] = where
+        elif kind == "Pooling":
+            cfg = json.loads((where / "config.json").read_text("utf-8"))
+            mode = cfg.get("pooling_mode")
+            if mode is None:  # sentence-transformers < 6 stores one flag per mode
+                flags = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
+                mode = flags[0][len("pooling_mode_"):] if len(flags) == 1 else ",".join(flags)
+            if isinstance(mode, list):
+                mode = ",".join(mode)
+            mapping = {"cls_token": "cls_before_pooler", "cls": "cls_before_pooler", "mean_tokens": "avg", "mean": "avg"}
+            if mode not in mapping:
+                raise ValueError(
+                    f"{where / 'config.json'}: pooling mode {mode!r} is not supported; cselab reads CLS and mean pooling."
+                )
+            spec["pooling"] = mapping[mode]
+        elif kind == "Dense":
+            cfg = json.loads((where / "config.json").read_text("utf-8"))
+            linear = nn.Linear(cfg["in_features"], cfg["out_features"], bias=cfg.get("bias", True))
+            weights_file = where / "model.safetensors"
+            if not weights_file.is_file():
+                raise FileNotFoundError(f"{weights_file} is missing: cselab loads Dense weights only from safetensors.")
+            from safetensors.torch import load_file
+
+            state = {k.removeprefix("linear."): v for k, v in load_file(str(weights_file)).items()}
+            linear.load_state_dict(state)
+            act = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
+            spec["projector"] = nn.Sequential(linear, _activation(act))
+        elif kind == "Normalize":
+            spec["normalize"] = True
+        else:
+            raise ValueError(f"{path / 'modules.json'}: module type {module['type']!r} is not supported by cselab.")
+    if spec["projector"] is not None and spec["pooling"] == "cls_before_pooler":
+        spec["pooling"] = "cls"  # our `cls` with a projector = Dense over the raw [CLS] vector
+    return spec
+
+
+class SentenceEncoder(nn.Module):
+    """A transformers encoder, a pooler and an optional projector (SimCSE §2, App. B).
+
+    ``forward`` keeps gradients (training); :meth:`encode` is for inference and returns
+    CPU float32 embeddings in input order.
+
+    Args:
+        model: a transformers ``AutoModel`` (BERT, RoBERTa, ...).
+        tokenizer: its tokenizer (a fast one for speed).
+        pooling: one of :data:`POOLERS`.
+        projector: optional module applied after pooling, (batch, dim) -> (batch, dim').
+        normalize: L2-normalise the outputs of :meth:`encode`.
+        name: where the model came from, for printing.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, pooling: str = "cls", projector: nn.Module | None = None,
+                 normalize: bool = False, name: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = check_pooling(pooling)
+        self.projector = projector
+        self.normalize = normalize
+        self.name = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, pooling: str | None = None,
+                        projector: nn.Module | None = None, *, seed: int = 0,
+                        device: str | torch.device | None = None, trust_remote_code: bool = False,
+                        cache_dir: str | os.PathLike | None = None) -> "SentenceEncoder":
+        """Load an encoder from a hub id, a local directory, or the offline ``"cselab/tiny"`` preset.
+
+        A local directory may hold a plain transformers model or a sentence-transformers
+        model (``modules.json``); for the latter, pooling, Dense projector and normalisation
+        are read from its configuration unless ``pooling``/``projector`` are given.
+
+        Args:
+            name_or_path: hub id (``"bert-base-uncased"``), local directory, or ``"cselab/tiny"``.
+            pooling: one of :data:`POOLERS` (default ``"cls"``, or the sentence-transformers config).
+            projector: optional module applied after pooling.
+            seed: initialisation seed of ``cselab/tiny``.
+            device: where to put the model (default: CPU).
+            trust_remote_code: passed to transformers; off unless you ask for it.
+            cache_dir: hub cache directory.
+
+        Raises:
+            ValueError: unknown pooling.
+            FileNotFoundError: a local path that does not exist.
+            HubUnreachableError: a hub id that is not cached while the hub cannot be reached.
+        """
+        if pooling is not None:
+            check_pooling(pooling)
+        name = os.fspath(name_or_path)
+        normalize = False
+        if name == TINY_PRESET:
+            model, tokenizer = tiny_bert(seed)
+        else:
+            path = Path(name).expanduser()
+            # Hub ids are "name" or "org/name"; anything else is meant as a local path.
+            looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+            if path.is_dir() and (path / "modules.json").is_file():
+                spec = _read_sentence_transformer_dir(path)
+                model, tokenizer = _load_hf(spec["transformer"], trust_remote_code, cache_dir, local=True)
+                pooling = pooling or spec["pooling"]
+                projector = projector if projector is not None else spec["projector"]
+                normalize = spec["normalize"]
+            elif path.is_dir():
+                model, tokenizer = _load_hf(path, trust_remote_code, cache_dir, local=True)
+            elif looks_local:
+                raise FileNotFoundError(
+                    f"Model directory {path} does not exist. Pass an existing local directory, "
+                    f"a Hugging Face hub id such as 'bert-base-uncased', or {TINY_PRESET!r}."
+                )
+            else:
+                model, tokenizer = _load_hf(name, trust_remote_code, cache_dir, local=False)
+        encoder = cls(model, tokenizer, pooling or "cls", projector, normalize=normalize, name=name)
+        if encoder.pooling == "cls" and encoder.projector is None and getattr(model, "pooler", None) is None:
+            raise ValueError(
+                f"{name}: pooling='cls' needs the model's pooler, and this model has none. "
+                "Use pooling='cls_before_pooler' or 'avg', or pass a projector."
+            )
+        return encoder.to(device or "cpu")
+
+    # ----------------------------------------------------------------- forward
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        """Size of the sentence embedding."""
+        if self.projector is not None:
+            linears = [m for m in self.projector.modules() if isinstance(m, nn.Linear)]
+            if linears:
+                return linears[-1].out_features
+        return self.model.config.hidden_size
+
+    @property
+    def max_length(self) -> int:
+        """Longest input the model accepts (tokens, specials included)."""
+        limit = getattr(self.tokenizer, "model_max_length", None) or 10**9
+        positions = getattr(self.model.config, "max_position_embeddings", 512)
+        if getattr(self.model.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
+            positions -= 2  # RoBERTa offsets positions by padding_idx + 1
+        return int(min(limit, positions))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings with gradient. Inputs (batch, seq); returns (batch, dim)."""
+        needs_layers = self.pooling in ("avg_first_last", "avg_top2")
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.model(**kwargs, output_hidden_states=needs_layers, return_dict=True)
+        if self.pooling == "cls" and self.projector is not None:
+            return self.projector(out.last_hidden_state[:, 0])
+        pooled = pool(self.pooling, attention_mask, out.last_hidden_state,
+                      out.hidden_states if needs_layers else None, getattr(out, "pooler_output", None))
+        return self.projector(pooled) if self.projector is not None else pooled
+
+    # ----------------------------------------------------------------- inference
+    def tokenize(self, sentences: Sequence[str], max_length: int | None = None) -> dict[str, list[list[int]]]:
+        """Token ids of each sentence without padding (truncated to ``max_length``)."""
+        return self.tokenizer(list(sentences), truncation=True, max_length=max_length or self.max_length,
+                              padding=False, return_attention_mask=False, return_token_type_ids=False)
+
+    def collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Right-pad token id lists into tensors on the encoder's device. Returns (batch, seq) tensors."""
+        longest = max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(ids), longest), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), longest), dtype=torch.long)
+        for row, x in enumerate(ids):
+            input_ids[row, : len(x)] = torch.as_tensor(x, dtype=torch.long)
+            attention_mask[row, : len(x)] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in getattr(self.tokenizer, "model_input_names", ()):
+            batch["token_type_ids"] = torch.zeros_like(input_ids)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def encode(self, sentences: Sequence[str], batch_size: int = 128, max_length: int | None = None,
+               show_progress: bool | None = None, normalize: bool | None = None) -> torch.Tensor:
+        """Embed sentences for evaluation: (n, dim) float32 on the CPU, in input order.
+
+        Sentences are tokenised once, sorted by token length and batched so that each
+        batch pads to its own longest sentence; results are put back in input order.
+        Runs under ``torch.inference_mode`` with dropout off (training mode is restored).
+
+        Args:
+            sentences: list of strings (not a single string).
+            batch_size: sentences per forward pass.
+            max_length: truncate longer inputs (tokens, specials included); default: the model limit.
+            show_progress: tqdm bar; default: only when there are more than 20 batches.
+            normalize: L2-normalise; default: the encoder's ``normalize``.
+        """
+        if isinstance(sentences, str):
+            raise TypeError("encode() takes a list of sentences, not a single string: wrap it as [sentence].")
+        sentences = list(sentences)
+        if not sentences:
+            raise ValueError("encode() got an empty list of sentences: pass at least one sentence.")
+        for i, s in enumerate(sentences):
+            if not isinstance(s, str):
+                raise TypeError(f"encode(): sentence {i} is {type(s).__name__}, not str.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if max_length is not None and max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (room for the special tokens), got {max_length}.")
+        from tqdm.auto import tqdm
+
+        ids = self.tokenize(sentences, max_length)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: memory peak shows early
+        n_batches = (len(order) + batch_size - 1) // batch_size
+        show = n_batches > 20 if show_progress is None else show_progress
+        out = torch.empty(len(ids), self.dim, dtype=torch.float32)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                for start in tqdm(range(0, len(order), batch_size), total=n_batches, disable=not show,
+                                  desc="Encoding", unit="batch"):
+                    index = order[start: start + batch_size]
+                    emb = self(**self.collate([ids[i] for i in index]))  # (batch, dim)
+                    out[torch.as_tensor(index)] = emb.float().cpu()
+        finally:
+            self.train(was_training)
+        if self.normalize if normalize is None else normalize:
+            out = torch.nn.functional.normalize(out, dim=-1)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, pooling={self.pooling!r}, projector={self.projector is not None}"
+
+
+def _load_hf(name_or_path, trust_remote_code: bool, cache_dir, local: bool):
+    """AutoModel + AutoTokenizer, from a local directory or the hub (cache first)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    kwargs = {"trust_remote_code": trust_remote_code, "cache_dir": cache_dir}
+    if local:
+        path = Path(name_or_path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json: it is not a transformers model directory.")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
+        except (OSError, ValueError, TypeError) as exc:
+            raise FileNotFoundError(
+                f"{path} has no usable tokenizer files ({exc.__class__.__name__}). Save the tokenizer there "
+                "too: tokenizer.save_pretrained(path)."
+            ) from exc
+        return AutoModel.from_pretrained(str(path), **kwargs), tokenizer
+    try:  # the local cache first: no network round trip, works offline
+        return (AutoModel.from_pretrained(name_or_path, local_files_only=True, **kwargs),
+                AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, **kwargs))
+    except OSError:
+        pass
+    if not hub_reachable():
+        raise HubUnreachableError(
+            f"Cannot load {name_or_path!r}: it is not a local directory, not in the Hugging Face cache, "
+            "and the hub cannot be reached. Download it on a connected machine "
+            f"(`huggingface-cli download {name_or_path}`) and copy the cache, pass a local directory, "
+            f"or use the offline preset {TINY_PRESET!r} (profile 'ci')."
+        )
+    return AutoModel.from_pretrained(name_or_path, **kwargs), AutoTokenizer.from_pretrained(name_or_path, **kwargs)

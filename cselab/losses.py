@@ -1,0 +1,144 @@
+"""Contrastive losses and embedding-quality measures, computed from embeddings.
+
+- :func:`info_nce`: SimCSE's in-batch InfoNCE (paper Eq. 1 and Eq. 8), the symmetric
+  NT-Xent form (SimCLR, DeCLUTR), and the decoupled form (DCL, Yeh et al. 2021).
+- :func:`alignment` and :func:`uniformity`: Wang & Isola (2020), Eq. 4-5 / their reference code.
+
+Every function takes embeddings, not models, and documents the shapes it expects.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_pair(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    if a.dim() != 2:
+        raise ValueError(f"{name_a} must be 2-D (batch, dim), got shape {tuple(a.shape)}.")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape (batch, dim); "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}."
+        )
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All pairwise cosine similarities. a: (n, dim), b: (m, dim) -> (n, m)."""
+    return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    temperature: float = 0.05,
+    negatives: torch.Tensor | None = None,
+    hard_negative_weight: float = 0.0,
+    symmetric: bool = False,
+    decoupled: bool = False,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """InfoNCE over cosine similarities with in-batch negatives.
+
+    Default (SimCSE, paper Eq. 1; official ``cl_forward``): row ``i`` scores anchor ``i``
+    against every positive ``j``; the target is ``j = i``, so each row has B - 1 in-batch
+    negatives and the loss is one-directional::
+
+        s_ij = cos(anchors_i, positives_j) / temperature            # (B, B)
+        loss_i = -log softmax_j(s_ij)[i]
+
+    ``negatives`` (supervised SimCSE, Eq. 8): the hard negatives of *every* row join each
+    row's denominator, ``s = [cos(a_i, p_j) | cos(a_i, n_j)] / temperature`` of shape
+    (B, 2B), and ``hard_negative_weight`` (= log alpha) is added to the logit of the row's
+    *own* hard negative only (``s[i, B + i]``).
+
+    ``symmetric=True`` (NT-Xent of SimCLR / DeCLUTR): the 2B vectors ``[anchors; positives]``
+    are scored against each other, self-similarity is excluded, and each of the 2B rows
+    targets its partner, giving 2B - 2 negatives per row.
+
+    ``decoupled=True`` (DCL, Yeh et al. 2021): the positive is removed from the denominator,
+    ``loss_i = -s_ii + logsumexp_{j != i} s_ij``. It is no longer a cross-entropy and can be
+    negative. Combines with either form above.
+
+    Args:
+        anchors: (B, dim).
+        positives: (B, dim); positives[i] is the positive of anchors[i].
+        temperature: tau > 0 (SimCSE: 0.05).
+        negatives: optional (B, dim) hard negatives; negatives[i] belongs to anchors[i].
+        hard_negative_weight: log alpha added to each row's own hard-negative logit.
+        symmetric: NT-Xent over both directions.
+        decoupled: drop the positive from the denominator.
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (one loss per row: B rows, 2B if symmetric).
+
+    Returns:
+        The loss, a scalar for ``reduction="mean"``.
+    """
+    _check_pair("anchors", anchors, "positives", positives)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}.")
+    if negatives is not None:
+        _check_pair("anchors", anchors, "negatives", negatives)
+        if symmetric:
+            raise ValueError("negatives are not defined for the symmetric (NT-Xent) form; use symmetric=False.")
+    elif hard_negative_weight != 0.0:
+        raise ValueError("hard_negative_weight needs negatives: pass negatives=... or leave the weight at 0.")
+    batch = anchors.shape[0]
+
+    if symmetric:
+        z = torch.cat([anchors, positives], dim=0)  # (2B, dim)
+        logits = cosine_matrix(z, z) / temperature  # (2B, 2B)
+        self_mask = torch.eye(2 * batch, dtype=torch.bool, device=z.device)
+        logits = logits.masked_fill(self_mask, float("-inf"))  # a vector is not its own negative
+        targets = torch.cat([torch.arange(batch, 2 * batch), torch.arange(0, batch)]).to(z.device)
+    else:
+        logits = cosine_matrix(anchors, positives) / temperature  # (B, B)
+        if negatives is not None:
+            hard = cosine_matrix(anchors, negatives) / temperature  # (B, B)
+            if hard_negative_weight != 0.0:
+                hard = hard + hard_negative_weight * torch.eye(batch, dtype=hard.dtype, device=hard.device)
+            logits = torch.cat([logits, hard], dim=1)  # (B, 2B)
+        targets = torch.arange(batch, device=anchors.device)
+
+    if decoupled:
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        positive = logits[rows, targets]
+        others = logits.clone()
+        others[rows, targets] = float("-inf")
+        if logits.shape[1] - (2 if symmetric else 1) < 1:
+            raise ValueError("the decoupled loss needs at least one negative per row: use a batch of 2 or more.")
+        losses = torch.logsumexp(others, dim=1) - positive
+    else:
+        losses = F.cross_entropy(logits, targets, reduction="none")
+    return losses.mean() if reduction == "mean" else losses
+
+
+def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2, normalize: bool = True) -> torch.Tensor:
+    """Alignment of positive pairs, E ||f(x) - f(y)||^alpha (Wang & Isola 2020, Eq. 4). Lower is better.
+
+    Args:
+        x, y: (n, dim); row i of x and y form a positive pair.
+        alpha: exponent (the paper uses 2).
+        normalize: L2-normalise the rows first (the measure is defined on the unit sphere).
+    """
+    _check_pair("x", x, "y", y)
+    if normalize:
+        x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    return (x - y).norm(p=2, dim=1).pow(alpha).mean()
+
+
+def uniformity(x: torch.Tensor, t: float = 2, normalize: bool = True) -> torch.Tensor:
+    """Uniformity, log E exp(-t ||f(x) - f(y)||^2) over distinct pairs (Wang & Isola 2020, Eq. 5).
+
+    Lower is better; on the unit sphere it is at most 0 (all points equal, collapse).
+
+    Args:
+        x: (n, dim) with n >= 2.
+        t: the Gaussian potential's scale (the paper uses 2).
+        normalize: L2-normalise the rows first.
+    """
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"uniformity needs a (n, dim) tensor with n >= 2, got shape {tuple(x.shape)}.")
+    if normalize:
+        x = F.normalize(x, dim=-1)
+    return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log()

@@ -1,0 +1,28 @@
+"""Shared fixtures. Real SentEval data comes from $CSELAB_DATA_DIR (CI sets it to ../shared/data)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real data root; tests that need it are skipped only when CSELAB_DATA_DIR is unset."""
+    value = os.environ.get("CSELAB_DATA_DIR")
+    if not value:
+        pytest.skip("CSELAB_DATA_DIR is not set (CI sets it to ../shared/data)")
+    root = Path(value)
+    assert (root / "senteval" / "downstream" / "STS").is_dir(), f"CSELAB_DATA_DIR={root} lacks senteval/downstream/STS"
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    """The offline tiny encoder with mean pooling (seed 0)."""
+    from cselab import SentenceEncoder
+
+    return SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg")
