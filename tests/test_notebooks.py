@@ -1,0 +1,83 @@
+"""Chapter notebooks: structure checks, then execution in the `ci` profile with papermill.
+
+Executed copies go to build/notebooks/ci/ (ignored by git); the committed notebooks stay output-free.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from cselab.course import chapters, run_notebook
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = chapters(REPO / "notebooks")
+EXPECTED = ["01_contrastive_basics", "02_sentence_embeddings_and_sts"]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_expected_chapters_exist():
+    names = [p.stem for p in NOTEBOOKS]
+    assert names[: len(EXPECTED)] == EXPECTED, names
+    assert all(re.fullmatch(r"\d\d_[a-z0-9_]+", n) for n in names), names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_stored_outputs(path):
+    for i, cell in enumerate(load(path)["cells"]):
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), f"{path.name} cell {i} has stored outputs: clear them before committing"
+            assert cell.get("execution_count") is None, f"{path.name} cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_structure(path):
+    cells = load(path)["cells"]
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    params = source(cells[tagged[0]])
+    assert re.search(r"^PROFILE\s*=", params, re.M), f"{path.name}: parameters cell must set PROFILE"
+    assert re.search(r"^SEED\s*=", params, re.M), f"{path.name}: parameters cell must set SEED"
+    assert "default_profile()" in params, f"{path.name}: PROFILE must default to cselab.default_profile()"
+    after = "".join(source(c) for c in cells[tagged[0] + 1:] if c["cell_type"] == "code")
+    assert "resolve_profile(PROFILE" in after, f"{path.name}: a config cell must call cselab.resolve_profile(PROFILE)"
+    markdown = [source(c) for c in cells if c["cell_type"] == "markdown"]
+    assert markdown and markdown[0].lstrip().startswith("# "), f"{path.name}: must start with a title"
+    for heading in ("Summary", "Exercises", "References"):
+        assert any(re.search(rf"^#+ .*{heading}", m, re.M) for m in markdown), f"{path.name}: no '{heading}' section"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_have_solutions_and_checks(path):
+    cells = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+    solutions = [i for i, c in enumerate(cells) if "### BEGIN SOLUTION" in source(c)]
+    assert len(solutions) >= 3, f"{path.name}: needs at least 3 exercises with solution regions"
+    for i in solutions:
+        assert "### END SOLUTION" in source(cells[i]), f"{path.name}: unterminated solution region"
+        follow = source(cells[i + 1]) if i + 1 < len(cells) else ""
+        assert "cselab.exercises.check_" in follow or re.search(r"\bcheck_\w+\(", follow), (
+            f"{path.name}: the cell after a solution must call a cselab.exercises check"
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_executes_in_ci_profile(path):
+    start = time.perf_counter()
+    out = run_notebook(path, REPO / "build" / "notebooks" / "ci", profile="ci")
+    elapsed = time.perf_counter() - start
+    executed = load(out)
+    errors = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, errors
+    print(f"{path.name}: executed in {elapsed:.1f} s -> {out}")
