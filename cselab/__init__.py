@@ -3,6 +3,7 @@
 The chapters (``notebooks/``) derive each idea in a few lines of torch, check it against
 the functions here, and then use these tested versions.
 """
+from . import data, encoders, evaluate, exercises, losses, profiles, utils
 from .encoders import POOLERS, HubUnreachableError, SentenceEncoder
 from .evaluate import alignment_uniformity, evaluate_sts
 from .profiles import PROFILES, Profile, default_profile, resolve_profile

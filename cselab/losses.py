@@ -77,6 +77,8 @@ def info_nce(
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}.")
+    if hard_negative_weight != hard_negative_weight or hard_negative_weight == float("inf"):
+        raise ValueError(f"hard_negative_weight must be a finite number or -inf (alpha = 0), got {hard_negative_weight}.")
     if negatives is not None:
         _check_pair("anchors", anchors, "negatives", negatives)
         if symmetric:
@@ -96,7 +98,8 @@ def info_nce(
         if negatives is not None:
             hard = cosine_matrix(anchors, negatives) / temperature  # (B, B)
             if hard_negative_weight != 0.0:
-                hard = hard + hard_negative_weight * torch.eye(batch, dtype=hard.dtype, device=hard.device)
+                # add log(alpha) to the diagonal only (-inf, alpha = 0, must not leak 0 * inf = NaN elsewhere)
+                hard = hard + torch.zeros_like(hard).fill_diagonal_(hard_negative_weight)
             logits = torch.cat([logits, hard], dim=1)  # (B, 2B)
         targets = torch.arange(batch, device=anchors.device)
 

@@ -1,0 +1,298 @@
+"""Tests for cselab.exercises: each check_* accepts a correct answer written independently here,
+rejects known-wrong answers with the matching hint, and reports unimplemented functions, a
+missing `return` and wrong shapes in plain words."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import rankdata
+
+from cselab import exercises as ex
+
+
+# ---------------------------------------------------------------------------- independent references
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    return x / torch.sqrt((x * x).sum(dim=1, keepdim=True))
+
+
+def ref_decoupled(a, p, t):
+    a, p = _unit_rows(a), _unit_rows(p)
+    rows = []
+    for i in range(len(a)):
+        s = [float(torch.dot(a[i], p[j])) / t for j in range(len(a))]
+        rows.append(-s[i] + math.log(sum(math.exp(s[j]) for j in range(len(a)) if j != i)))
+    return sum(rows) / len(rows)
+
+
+def ref_uniformity(x, t):
+    x = _unit_rows(x)
+    vals = [math.exp(-t * float(((x[i] - x[j]) ** 2).sum())) for i, j in itertools.combinations(range(len(x)), 2)]
+    return math.log(sum(vals) / len(vals))
+
+
+def ref_identical(b):
+    return math.log(b)
+
+
+def ref_mean_pooling(h, m):
+    out = torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype)
+    for i in range(h.shape[0]):
+        real = [k for k in range(h.shape[1]) if m[i, k] == 1]
+        out[i] = sum(h[i, k] for k in real) / len(real)
+    return out
+
+
+def _spearman(x, y):
+    return float(np.corrcoef(rankdata(x), rankdata(y))[0, 1])
+
+
+def ref_all_setting(subsets):
+    system = np.concatenate([np.asarray(s) for s, _ in subsets])
+    gold = np.concatenate([np.asarray(g) for _, g in subsets])
+    return _spearman(system, gold)
+
+
+def ref_anisotropy(x):
+    x = _unit_rows(x)
+    n = len(x)
+    vals = [float(torch.dot(x[i], x[j])) for i in range(n) for j in range(n) if i != j]
+    return sum(vals) / len(vals)
+
+
+# ---------------------------------------------------------------------------- generic failure modes
+def _raise_not_implemented(*args):
+    raise NotImplementedError
+
+
+def _return_none(*args):
+    return None
+
+
+CHECKS = {
+    "check_decoupled_info_nce": ("Exercise 1.1", ref_decoupled),
+    "check_uniformity": ("Exercise 1.2", ref_uniformity),
+    "check_identical_embeddings_loss": ("Exercise 1.3", ref_identical),
+    "check_mean_pooling": ("Exercise 2.1", ref_mean_pooling),
+    "check_all_setting": ("Exercise 2.2", ref_all_setting),
+    "check_anisotropy": ("Exercise 2.3", ref_anisotropy),
+}
+
+
+@pytest.mark.parametrize("check_name", list(CHECKS))
+def test_correct_reference_passes(check_name, capsys):
+    name, ref = CHECKS[check_name]
+    getattr(ex, check_name)(ref)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out
+    assert lines[0].startswith(f"{name}: correct on"), out
+
+
+@pytest.mark.parametrize("check_name", list(CHECKS))
+def test_not_implemented(check_name, capsys):
+    name, _ = CHECKS[check_name]
+    with pytest.raises(AssertionError, match="not implemented yet") as err:
+        getattr(ex, check_name)(_raise_not_implemented)
+    assert str(err.value).startswith(name)
+    assert "NotImplementedError" in str(err.value)
+    assert "correct" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check_name", list(CHECKS))
+def test_returns_none(check_name, capsys):
+    name, _ = CHECKS[check_name]
+    with pytest.raises(AssertionError, match="did you forget `return`") as err:
+        getattr(ex, check_name)(_return_none)
+    assert str(err.value).startswith(name)
+    assert "returned None" in str(err.value)
+    assert "correct" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- wrong shapes
+WRONG_SHAPES = {
+    # per-row losses instead of their mean; first case is a batch of 4
+    "check_decoupled_info_nce": (lambda a, p, t: torch.full((len(a),), ref_decoupled(a, p, t), dtype=torch.float64),
+                                 "(4,)", "()"),
+    # the full (n, n) kernel matrix; first case has 5 points
+    "check_uniformity": (lambda x, t: torch.zeros(len(x), len(x)), "(5, 5)", "()"),
+    "check_identical_embeddings_loss": (lambda b: [math.log(b)] * 2, "(2,)", "()"),
+    # keepdim: (batch, 1, dim) instead of (batch, dim); first case is 3x5x4
+    "check_mean_pooling": (lambda h, m: ref_mean_pooling(h, m).unsqueeze(1), "(3, 1, 4)", "(3, 4)"),
+    # one correlation per subset; first case has 3 subsets
+    "check_all_setting": (lambda subsets: np.array([_spearman(s, g) for s, g in subsets]), "(3,)", "()"),
+    # the whole cosine matrix; first case has 10 vectors
+    "check_anisotropy": (lambda x: _unit_rows(x) @ _unit_rows(x).T, "(10, 10)", "()"),
+}
+
+
+@pytest.mark.parametrize("check_name", list(WRONG_SHAPES))
+def test_wrong_shape_is_reported(check_name):
+    name, _ = CHECKS[check_name]
+    fn, got_shape, want_shape = WRONG_SHAPES[check_name]
+    with pytest.raises(AssertionError) as err:
+        getattr(ex, check_name)(fn)
+    msg = str(err.value)
+    assert msg.startswith(name)
+    assert f"has shape {got_shape}, expected {want_shape}" in msg, msg
+
+
+# ---------------------------------------------------------------------------- known mistakes -> hints
+def _assert_hint(check_name, fn, phrase):
+    name, _ = CHECKS[check_name]
+    with pytest.raises(AssertionError) as err:
+        getattr(ex, check_name)(fn)
+    msg = str(err.value)
+    assert msg.startswith(name), msg
+    assert "you return" in msg and "expected" in msg, msg
+    assert "Hint:" in msg, msg
+    assert phrase in msg, msg
+
+
+def _standard_info_nce(a, p, t):
+    a, p = _unit_rows(a), _unit_rows(p)
+    rows = []
+    for i in range(len(a)):
+        s = [float(torch.dot(a[i], p[j])) / t for j in range(len(a))]
+        rows.append(-s[i] + math.log(sum(math.exp(v) for v in s)))
+    return sum(rows) / len(rows)
+
+
+def _decoupled_dot(a, p, t):
+    rows = []
+    for i in range(len(a)):
+        s = [float(torch.dot(a[i], p[j])) / t for j in range(len(a))]
+        rows.append(-s[i] + math.log(sum(math.exp(s[j]) for j in range(len(a)) if j != i)))
+    return sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (_standard_info_nce, "positive must be left out of the denominator"),
+    (_decoupled_dot, "normalise the embeddings first"),
+    (lambda a, p, t: ref_decoupled(a, p, 1.0), "divide the similarities by the temperature"),
+], ids=["standard-infonce", "dot-product", "no-temperature"])
+def test_decoupled_info_nce_hints(fn, phrase):
+    _assert_hint("check_decoupled_info_nce", fn, phrase)
+
+
+def test_decoupled_info_nce_unknown_mistake_has_no_hint():
+    with pytest.raises(AssertionError) as err:
+        ex.check_decoupled_info_nce(lambda a, p, t: ref_decoupled(a, p, t) + 0.5)
+    assert "Hint:" not in str(err.value)
+    assert "a batch of 4 with temperature 0.05" in str(err.value)
+
+
+def _uniformity_with_diagonal(x, t):
+    x = _unit_rows(x)
+    n = len(x)
+    vals = [math.exp(-t * float(((x[i] - x[j]) ** 2).sum())) for i in range(n) for j in range(n)]
+    return math.log(sum(vals) / len(vals))
+
+
+def _uniformity_unnormalised(x, t):
+    vals = [math.exp(-t * float(((x[i] - x[j]) ** 2).sum())) for i, j in itertools.combinations(range(len(x)), 2)]
+    return math.log(sum(vals) / len(vals))
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (_uniformity_with_diagonal, "average over distinct pairs i != j only"),
+    (_uniformity_unnormalised, "L2-normalise the rows first"),
+], ids=["with-diagonal", "unnormalised"])
+def test_uniformity_hints(fn, phrase):
+    _assert_hint("check_uniformity", fn, phrase)
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (lambda b: math.log(b - 1), "the positive is in the denominator too"),
+    (lambda b: math.log(2 * b - 1), "symmetric NT-Xent count"),
+], ids=["log(B-1)", "log(2B-1)"])
+def test_identical_embeddings_hints(fn, phrase):
+    _assert_hint("check_identical_embeddings_loss", fn, phrase)
+
+
+def test_identical_embeddings_zero_gets_uniform_softmax_hint():
+    _assert_hint("check_identical_embeddings_loss", lambda b: 0.0, "the softmax is uniform, not one-hot")
+
+
+def test_identical_embeddings_zero_is_rejected():
+    with pytest.raises(AssertionError, match="you return 0.000000"):
+        ex.check_identical_embeddings_loss(lambda b: 0.0)
+
+
+def _pool_all_positions(h, m):
+    out = torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype)
+    for i in range(h.shape[0]):
+        out[i] = sum(h[i, k] for k in range(h.shape[1])) / h.shape[1]
+    return out
+
+
+def _pool_divide_by_padded_length(h, m):
+    out = torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype)
+    for i in range(h.shape[0]):
+        out[i] = sum(h[i, k] * float(m[i, k]) for k in range(h.shape[1])) / h.shape[1]
+    return out
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (_pool_all_positions, "padding positions are averaged in"),
+    (_pool_divide_by_padded_length, "divide by the number of real tokens"),
+    (lambda h, m: h[:, 0].clone(), "this is CLS pooling"),
+], ids=["unmasked-mean", "padded-length", "cls"])
+def test_mean_pooling_hints(fn, phrase):
+    _assert_hint("check_mean_pooling", fn, phrase)
+
+
+def _setting_mean(subsets):
+    return float(np.mean([_spearman(s, g) for s, g in subsets]))
+
+
+def _setting_wmean(subsets):
+    sizes = [len(g) for _, g in subsets]
+    return sum(_spearman(s, g) * n for (s, g), n in zip(subsets, sizes)) / sum(sizes)
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (_setting_mean, "that is the 'mean' setting"),
+    (_setting_wmean, "that is the 'wmean' setting"),
+    (lambda subsets: 100.0 * ref_all_setting(subsets), "not x 100"),
+], ids=["mean", "wmean", "x100"])
+def test_all_setting_hints(fn, phrase):
+    _assert_hint("check_all_setting", fn, phrase)
+
+
+def _anisotropy_with_diagonal(x):
+    x = _unit_rows(x)
+    n = len(x)
+    return sum(float(torch.dot(x[i], x[j])) for i in range(n) for j in range(n)) / (n * n)
+
+
+def _anisotropy_dot(x):
+    n = len(x)
+    vals = [float(torch.dot(x[i], x[j])) for i in range(n) for j in range(n) if i != j]
+    return sum(vals) / len(vals)
+
+
+@pytest.mark.parametrize("fn,phrase", [
+    (_anisotropy_with_diagonal, "leave out i == j"),
+    (_anisotropy_dot, "use cosine similarity"),
+], ids=["with-diagonal", "dot-product"])
+def test_anisotropy_hints(fn, phrase):
+    _assert_hint("check_anisotropy", fn, phrase)
+
+
+# ---------------------------------------------------------------------------- odd-but-fine answers
+def test_float32_answer_within_tolerance(capsys):
+    """A learner computing the mean pooling in float32 is still accepted (tol 1e-5)."""
+    ex.check_mean_pooling(lambda h, m: ref_mean_pooling(h.float(), m))
+    assert "Exercise 2.1: correct" in capsys.readouterr().out
+
+
+def test_tensor_with_grad_is_accepted(capsys):
+    def learner(a, p, t):
+        a = a.clone().requires_grad_(True)
+        return torch.tensor(ref_decoupled(a.detach(), p, t), dtype=torch.float64) + 0 * a.sum()
+    ex.check_decoupled_info_nce(learner)
+    assert "Exercise 1.1: correct" in capsys.readouterr().out

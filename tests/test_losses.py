@@ -1,0 +1,539 @@
+"""Tests for cselab.losses against independent references.
+
+Every expected value comes from a naive per-row Python loop over float64 numpy arrays
+(np.dot of normalised vectors / tau), from scipy, or from a closed form -- never from the
+code under test. Background: reference/methods.md §2.1 (SimCSE unsup), §3.1 (sup, Eq. 8),
+§7.2 (NT-Xent), §14.1 and §14.3.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import pdist
+
+from cselab.losses import alignment, cosine_matrix, info_nce, uniformity
+
+
+# ---------------------------------------------------------------------------- helpers
+def _randn(seed: int, *shape: int, dtype=torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+def _triple(seed: int, batch: int, dim: int = 8):
+    return _randn(seed, batch, dim), _randn(seed + 100, batch, dim), _randn(seed + 200, batch, dim)
+
+
+def _unit(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def naive_simcse(anchors, positives, tau, negatives=None, alpha=1.0, decoupled=False) -> np.ndarray:
+    """Per-row loss of SimCSE (paper Eq. 1 / Eq. 8), optionally decoupled (positive out of the denominator)."""
+    a, p = _unit(anchors), _unit(positives)
+    n = None if negatives is None else _unit(negatives)
+    batch = len(a)
+    out = []
+    for i in range(batch):
+        s_pos = [float(np.dot(a[i], p[j])) / tau for j in range(batch)]
+        s_neg = [] if n is None else [float(np.dot(a[i], n[j])) / tau for j in range(batch)]
+        denom = 0.0
+        for j in range(batch):
+            if not (decoupled and j == i):
+                denom += math.exp(s_pos[j])
+            if n is not None:
+                denom += (alpha if i == j else 1.0) * math.exp(s_neg[j])
+        if decoupled:
+            out.append(-s_pos[i] + math.log(denom))
+        else:
+            out.append(-math.log(math.exp(s_pos[i]) / denom))
+    return np.array(out)
+
+
+def naive_ntxent(anchors, positives, tau, decoupled=False) -> np.ndarray:
+    """Per-row symmetric NT-Xent over the 2B vectors [anchors; positives]; row k's partner is (k + B) mod 2B."""
+    z = np.concatenate([_unit(anchors), _unit(positives)])
+    m = len(z)
+    batch = m // 2
+    out = []
+    for k in range(m):
+        partner = (k + batch) % m
+        s = [float(np.dot(z[k], z[j])) / tau for j in range(m)]
+        denom = 0.0
+        for j in range(m):
+            if j == k or (decoupled and j == partner):
+                continue
+            denom += math.exp(s[j])
+        out.append(-s[partner] + math.log(denom))
+    return np.array(out)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64)
+
+
+# ---------------------------------------------------------------------------- cosine_matrix
+def test_cosine_matrix_matches_naive_loop():
+    a, b = _randn(0, 5, 7), _randn(1, 3, 7)
+    got = _np(cosine_matrix(a, b))
+    an, bn = _np(a), _np(b)
+    want = np.array([[np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y)) for y in bn] for x in an])
+    assert got.shape == (5, 3)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- default SimCSE
+@pytest.mark.parametrize("batch", [1, 2, 5, 16])
+@pytest.mark.parametrize("tau", [0.01, 0.05, 0.5, 1.0])
+def test_default_matches_naive_loop(batch, tau):
+    a, p, _ = _triple(batch * 7, batch)
+    got = info_nce(a, p, temperature=tau)
+    want = naive_simcse(_np(a), _np(p), tau).mean()
+    assert got.dim() == 0
+    assert got.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
+
+
+def test_default_temperature_is_005():
+    a, p, _ = _triple(3, 6)
+    assert info_nce(a, p).item() == pytest.approx(naive_simcse(_np(a), _np(p), 0.05).mean(), abs=1e-6)
+
+
+def test_default_float32_close_to_float64_reference():
+    a, p, _ = _triple(4, 8)
+    got = info_nce(a.float(), p.float(), temperature=0.05)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(naive_simcse(_np(a), _np(p), 0.05).mean(), abs=1e-4)
+
+
+def test_default_is_one_directional():
+    """SimCSE scores anchors against positives only (§14.1): swapping the views changes the loss."""
+    a, p, _ = _triple(5, 6)
+    ab, ba = info_nce(a, p, temperature=0.1).item(), info_nce(p, a, temperature=0.1).item()
+    assert ab == pytest.approx(naive_simcse(_np(a), _np(p), 0.1).mean(), abs=1e-6)
+    assert ba == pytest.approx(naive_simcse(_np(p), _np(a), 0.1).mean(), abs=1e-6)
+    assert abs(ab - ba) > 1e-4
+
+
+# ---------------------------------------------------------------------------- hard negatives (Eq. 8)
+@pytest.mark.parametrize("batch", [1, 3, 8])
+@pytest.mark.parametrize("tau", [0.05, 0.2])
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0, 5.0])
+def test_hard_negatives_match_eq8(batch, tau, alpha):
+    a, p, n = _triple(batch * 11 + 1, batch)
+    got = info_nce(a, p, temperature=tau, negatives=n, hard_negative_weight=math.log(alpha))
+    want = naive_simcse(_np(a), _np(p), tau, negatives=_np(n), alpha=alpha).mean()
+    assert got.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
+
+
+def test_hard_negative_weight_log2_equals_alpha2():
+    a, p, n = _triple(21, 6)
+    got = info_nce(a, p, temperature=0.05, negatives=n, hard_negative_weight=math.log(2)).item()
+    want_alpha2 = naive_simcse(_np(a), _np(p), 0.05, negatives=_np(n), alpha=2.0).mean()
+    want_alpha1 = naive_simcse(_np(a), _np(p), 0.05, negatives=_np(n), alpha=1.0).mean()
+    assert got == pytest.approx(want_alpha2, abs=1e-6)
+    assert abs(got - want_alpha1) > 1e-4  # the weight does something
+
+
+def test_hard_negatives_denominator_holds_all_b_negatives():
+    """Other rows' hard negatives are in every row's denominator (§3.1), not just the row's own."""
+    a, p, n = _triple(22, 5)
+    got = info_nce(a, p, temperature=0.05, negatives=n, reduction="none")
+    an, pn, nn = _unit(_np(a)), _unit(_np(p)), _unit(_np(n))
+    own_only = []
+    for i in range(5):
+        s = [np.dot(an[i], pn[j]) / 0.05 for j in range(5)]
+        den = sum(math.exp(x) for x in s) + math.exp(np.dot(an[i], nn[i]) / 0.05)
+        own_only.append(-s[i] + math.log(den))
+    all_b = naive_simcse(_np(a), _np(p), 0.05, negatives=_np(n))
+    np.testing.assert_allclose(_np(got), all_b, atol=1e-6)
+    assert np.abs(_np(got) - np.array(own_only)).max() > 1e-3
+
+
+def test_hard_negative_weight_only_touches_own_negative():
+    """With a large alpha, Eq. 8 (weight on s[i, B+i] only) differs clearly from weighting every hard
+    negative of the row; the loss must follow Eq. 8 row by row."""
+    a, p, n = _triple(23, 4)
+    alpha = 50.0
+    got = _np(info_nce(a, p, temperature=0.1, negatives=n, hard_negative_weight=math.log(alpha), reduction="none"))
+    np.testing.assert_allclose(got, naive_simcse(_np(a), _np(p), 0.1, negatives=_np(n), alpha=alpha), atol=1e-6)
+    an, pn, nn = _unit(_np(a)), _unit(_np(p)), _unit(_np(n))
+    all_weighted = []
+    for i in range(4):
+        s = [np.dot(an[i], pn[j]) / 0.1 for j in range(4)]
+        den = sum(math.exp(x) for x in s) + sum(alpha * math.exp(np.dot(an[i], nn[j]) / 0.1) for j in range(4))
+        all_weighted.append(-s[i] + math.log(den))
+    assert np.abs(got - np.array(all_weighted)).max() > 1e-2
+
+
+def test_hard_negative_weight_minus_inf_is_alpha_zero():
+    """alpha = 0 (log alpha = -inf) drops each row's own hard negative from Eq. 8's denominator.
+    The official cl_forward adds the weight to one element, so it stays finite there."""
+    a, p, n = _triple(24, 4)
+    got = info_nce(a, p, temperature=0.05, negatives=n, hard_negative_weight=float("-inf"))
+    want = naive_simcse(_np(a), _np(p), 0.05, negatives=_np(n), alpha=0.0).mean()
+    assert got.item() == pytest.approx(want, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------- symmetric NT-Xent
+@pytest.mark.parametrize("batch", [1, 2, 5, 12])
+@pytest.mark.parametrize("tau", [0.05, 0.3, 1.0])
+def test_symmetric_matches_naive_loop(batch, tau):
+    a, p, _ = _triple(batch * 13 + 2, batch)
+    got = info_nce(a, p, temperature=tau, symmetric=True, reduction="none")
+    want = naive_ntxent(_np(a), _np(p), tau)
+    assert tuple(got.shape) == (2 * batch,)
+    np.testing.assert_allclose(_np(got), want, atol=1e-6, rtol=1e-9)
+    mean = info_nce(a, p, temperature=tau, symmetric=True)
+    assert mean.item() == pytest.approx(want.mean(), abs=1e-6)
+
+
+def test_symmetric_is_symmetric_in_views():
+    a, p, _ = _triple(25, 6)
+    assert info_nce(a, p, symmetric=True).item() == pytest.approx(info_nce(p, a, symmetric=True).item(), abs=1e-9)
+
+
+# ---------------------------------------------------------------------------- decoupled (DCL)
+@pytest.mark.parametrize("batch", [2, 3, 9])
+@pytest.mark.parametrize("tau", [0.05, 0.5])
+def test_decoupled_matches_naive_loop(batch, tau):
+    a, p, _ = _triple(batch * 17 + 3, batch)
+    got = info_nce(a, p, temperature=tau, decoupled=True, reduction="none")
+    want = naive_simcse(_np(a), _np(p), tau, decoupled=True)
+    assert tuple(got.shape) == (batch,)
+    np.testing.assert_allclose(_np(got), want, atol=1e-6, rtol=1e-9)
+
+
+@pytest.mark.parametrize("batch", [2, 3, 9])
+@pytest.mark.parametrize("tau", [0.05, 0.5])
+def test_decoupled_symmetric_matches_naive_loop(batch, tau):
+    a, p, _ = _triple(batch * 19 + 4, batch)
+    got = info_nce(a, p, temperature=tau, decoupled=True, symmetric=True, reduction="none")
+    want = naive_ntxent(_np(a), _np(p), tau, decoupled=True)
+    assert tuple(got.shape) == (2 * batch,)
+    np.testing.assert_allclose(_np(got), want, atol=1e-6, rtol=1e-9)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 6])
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 0.5])
+def test_decoupled_with_hard_negatives_matches_naive_loop(batch, alpha):
+    a, p, n = _triple(batch * 23 + 5, batch)
+    got = info_nce(a, p, temperature=0.05, negatives=n, hard_negative_weight=math.log(alpha),
+                   decoupled=True, reduction="none")
+    want = naive_simcse(_np(a), _np(p), 0.05, negatives=_np(n), alpha=alpha, decoupled=True)
+    np.testing.assert_allclose(_np(got), want, atol=1e-6, rtol=1e-9)
+
+
+def test_decoupled_can_be_negative():
+    """Not a cross-entropy: with well-separated pairs the DCL loss is below 0."""
+    eye = torch.eye(4, dtype=torch.float64)
+    got = info_nce(eye, eye.clone(), temperature=0.1, decoupled=True).item()
+    assert got == pytest.approx(-10.0 + math.log(3.0), abs=1e-9)
+    assert got < 0
+
+
+def test_decoupled_relation_to_standard():
+    """loss_std_i = loss_dcl_i + log(1 + exp(s_ii - logsumexp_{j!=i} s_ij)) = softplus(-loss_dcl_i)+loss_dcl_i."""
+    a, p, _ = _triple(26, 7)
+    dcl = _np(info_nce(a, p, temperature=0.2, decoupled=True, reduction="none"))
+    std = _np(info_nce(a, p, temperature=0.2, reduction="none"))
+    np.testing.assert_allclose(std, dcl + np.log1p(np.exp(-dcl)), atol=1e-9)
+
+
+# ---------------------------------------------------------------------------- closed forms
+@pytest.mark.parametrize("batch", [1, 2, 7, 64])
+@pytest.mark.parametrize("tau", [0.05, 1.0])
+def test_identical_embeddings_closed_forms(batch, tau):
+    v = _randn(27, 1, 16)
+    x = v.expand(batch, 16).clone()
+    assert info_nce(x, x.clone(), temperature=tau).item() == pytest.approx(math.log(batch), abs=1e-9)
+    assert info_nce(x, x.clone(), temperature=tau, symmetric=True).item() == pytest.approx(
+        math.log(2 * batch - 1), abs=1e-9)
+    assert info_nce(x, x.clone(), temperature=tau, negatives=x.clone()).item() == pytest.approx(
+        math.log(2 * batch), abs=1e-9)
+    assert info_nce(x, x.clone(), temperature=tau, negatives=x.clone(), hard_negative_weight=math.log(3.0)).item() \
+        == pytest.approx(math.log(2 * batch + 2), abs=1e-9)
+    if batch >= 2:
+        assert info_nce(x, x.clone(), temperature=tau, decoupled=True).item() == pytest.approx(
+            math.log(batch - 1), abs=1e-9)
+        assert info_nce(x, x.clone(), temperature=tau, decoupled=True, symmetric=True).item() == pytest.approx(
+            math.log(2 * batch - 2), abs=1e-9)
+    assert info_nce(x, x.clone(), temperature=tau, decoupled=True, negatives=x.clone()).item() == pytest.approx(
+        math.log(2 * batch - 1), abs=1e-9)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 32])
+@pytest.mark.parametrize("tau", [0.05, 0.1, 1.0])
+def test_orthonormal_closed_form(batch, tau):
+    eye = torch.eye(batch, 2 * batch, dtype=torch.float64)  # one-hot rows, padded dims
+    got = info_nce(eye, eye.clone(), temperature=tau, reduction="none")
+    want = -1.0 / tau + math.log(math.exp(1.0 / tau) + batch - 1)
+    np.testing.assert_allclose(_np(got), np.full(batch, want), atol=1e-9)
+    assert info_nce(eye, eye.clone(), temperature=tau).item() == pytest.approx(want, abs=1e-9)
+
+
+# ---------------------------------------------------------------------------- reduction
+def test_reduction_none_shapes_and_mean():
+    a, p, n = _triple(28, 6)
+    assert tuple(info_nce(a, p, reduction="none").shape) == (6,)
+    assert tuple(info_nce(a, p, negatives=n, reduction="none").shape) == (6,)
+    assert tuple(info_nce(a, p, symmetric=True, reduction="none").shape) == (12,)
+    assert tuple(info_nce(a, p, decoupled=True, reduction="none").shape) == (6,)
+    assert tuple(info_nce(a, p, decoupled=True, symmetric=True, reduction="none").shape) == (12,)
+    for kwargs in ({}, {"negatives": n}, {"symmetric": True}, {"decoupled": True}):
+        rows = info_nce(a, p, reduction="none", **kwargs)
+        assert info_nce(a, p, **kwargs).item() == pytest.approx(rows.mean().item(), abs=1e-12)
+        assert info_nce(a, p, reduction="mean", **kwargs).dim() == 0
+
+
+# ---------------------------------------------------------------------------- scale invariance
+@pytest.mark.parametrize("kwargs", [{}, {"symmetric": True}, {"decoupled": True},
+                                    {"decoupled": True, "symmetric": True}, {"neg": True},
+                                    {"neg": True, "hard_negative_weight": 0.7}])
+def test_scale_invariance(kwargs):
+    kwargs = dict(kwargs)
+    a, p, n = _triple(29, 5)
+    use_neg = kwargs.pop("neg", False)
+    extra = {"negatives": n} if use_neg else {}
+    base = info_nce(a, p, temperature=0.05, **extra, **kwargs).item()
+    extra_scaled = {"negatives": 0.01 * n} if use_neg else {}
+    assert info_nce(3.0 * a, 0.25 * p, temperature=0.05, **extra_scaled, **kwargs).item() == pytest.approx(base, abs=1e-9)
+    # per-row positive factors too: only directions matter
+    ra, rp = torch.linspace(0.1, 10.0, 5, dtype=torch.float64)[:, None], torch.linspace(7.0, 0.2, 5, dtype=torch.float64)[:, None]
+    extra_rows = {"negatives": n * rp.flip(0)} if use_neg else {}
+    assert info_nce(a * ra, p * rp, temperature=0.05, **extra_rows, **kwargs).item() == pytest.approx(base, abs=1e-9)
+
+
+def test_temperature_matters():
+    a, p, _ = _triple(30, 5)
+    assert abs(info_nce(a, p, temperature=0.05).item() - info_nce(a, p, temperature=1.0).item()) > 1e-3
+
+
+# ---------------------------------------------------------------------------- gradients
+def _leaf(t: torch.Tensor) -> torch.Tensor:
+    return t.clone().requires_grad_(True)
+
+
+@pytest.mark.parametrize("name,fn,needs_neg", [
+    ("default", lambda a, p: info_nce(a, p, temperature=0.2), False),
+    ("hard negatives + weight", lambda a, p, n: info_nce(a, p, temperature=0.2, negatives=n,
+                                                         hard_negative_weight=math.log(2.0)), True),
+    ("symmetric", lambda a, p: info_nce(a, p, temperature=0.2, symmetric=True), False),
+    ("decoupled", lambda a, p: info_nce(a, p, temperature=0.2, decoupled=True), False),
+    ("decoupled symmetric", lambda a, p: info_nce(a, p, temperature=0.2, decoupled=True, symmetric=True), False),
+    ("decoupled + negatives", lambda a, p, n: info_nce(a, p, temperature=0.2, negatives=n, decoupled=True,
+                                                       hard_negative_weight=0.3), True),
+    ("reduction none", lambda a, p: info_nce(a, p, temperature=0.2, reduction="none"), False),
+])
+def test_gradcheck(name, fn, needs_neg):
+    a, p, n = _triple(31, 3, 4)
+    inputs = (_leaf(a), _leaf(p), _leaf(n)) if needs_neg else (_leaf(a), _leaf(p))
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True), name
+
+
+def _naive_torch_loss(a, p, tau, n=None, alpha=1.0, symmetric=False, decoupled=False):
+    """Float64 torch loss built from scalar ops in Python loops (autograd-able), independent of info_nce."""
+    def unit(v):
+        return v / torch.sqrt((v * v).sum())
+
+    if symmetric:
+        z = [unit(v) for v in a] + [unit(v) for v in p]
+        m, b = len(z), len(a)
+        rows = []
+        for k in range(m):
+            partner = (k + b) % m
+            terms = [torch.exp((z[k] * z[j]).sum() / tau) for j in range(m)
+                     if j != k and not (decoupled and j == partner)]
+            rows.append(-(z[k] * z[partner]).sum() / tau + torch.log(sum(terms)))
+        return sum(rows) / m
+    au, pu = [unit(v) for v in a], [unit(v) for v in p]
+    nu = None if n is None else [unit(v) for v in n]
+    b = len(au)
+    rows = []
+    for i in range(b):
+        terms = [torch.exp((au[i] * pu[j]).sum() / tau) for j in range(b) if not (decoupled and j == i)]
+        if nu is not None:
+            terms += [(alpha if i == j else 1.0) * torch.exp((au[i] * nu[j]).sum() / tau) for j in range(b)]
+        rows.append(-(au[i] * pu[i]).sum() / tau + torch.log(sum(terms)))
+    return sum(rows) / b
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"neg": True, "alpha": 2.0}, {"symmetric": True}, {"decoupled": True},
+                                    {"decoupled": True, "symmetric": True}, {"decoupled": True, "neg": True, "alpha": 0.5}])
+def test_gradients_match_naive_torch(kwargs):
+    kwargs = dict(kwargs)
+    use_neg, alpha = kwargs.pop("neg", False), kwargs.pop("alpha", 1.0)
+    a0, p0, n0 = _triple(32, 5, 6)
+    tau = 0.1
+
+    a, p, n = _leaf(a0), _leaf(p0), _leaf(n0)
+    extra = {"negatives": n, "hard_negative_weight": math.log(alpha)} if use_neg else {}
+    loss = info_nce(a, p, temperature=tau, **extra, **kwargs)
+    loss.backward()
+
+    ra, rp, rn = _leaf(a0), _leaf(p0), _leaf(n0)
+    ref = _naive_torch_loss(ra, rp, tau, n=rn if use_neg else None, alpha=alpha, **kwargs)
+    ref.backward()
+
+    assert loss.item() == pytest.approx(ref.item(), abs=1e-9)
+    np.testing.assert_allclose(_np(a.grad), _np(ra.grad), atol=1e-9)
+    np.testing.assert_allclose(_np(p.grad), _np(rp.grad), atol=1e-9)
+    if use_neg:
+        np.testing.assert_allclose(_np(n.grad), _np(rn.grad), atol=1e-9)
+
+
+# ---------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("tau", [0.0, -0.05, float("nan")])
+def test_bad_temperature(tau):
+    a, p, _ = _triple(33, 3)
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce(a, p, temperature=tau)
+
+
+def test_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError) as err:
+        info_nce(_randn(0, 4, 8), _randn(1, 5, 8))
+    assert "(4, 8)" in str(err.value) and "(5, 8)" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        info_nce(_randn(0, 4, 8), _randn(1, 4, 6))
+    assert "(4, 8)" in str(err.value) and "(4, 6)" in str(err.value)
+
+
+def test_one_dimensional_input():
+    with pytest.raises(ValueError, match="2-D") as err:
+        info_nce(_randn(0, 8), _randn(1, 8))
+    assert "(8,)" in str(err.value)
+    with pytest.raises(ValueError, match=r"\(8,\)"):
+        info_nce(_randn(0, 1, 8), _randn(1, 8))
+
+
+def test_three_dimensional_input():
+    with pytest.raises(ValueError, match="2-D"):
+        info_nce(_randn(0, 2, 3, 4), _randn(1, 2, 3, 4))
+
+
+def test_negatives_wrong_shape():
+    a, p, _ = _triple(34, 4)
+    with pytest.raises(ValueError, match="negatives") as err:
+        info_nce(a, p, negatives=_randn(2, 3, 8))
+    assert "(3, 8)" in str(err.value)
+
+
+def test_hard_negative_weight_without_negatives():
+    a, p, _ = _triple(35, 4)
+    with pytest.raises(ValueError, match="hard_negative_weight"):
+        info_nce(a, p, hard_negative_weight=0.5)
+
+
+def test_symmetric_with_negatives():
+    a, p, n = _triple(36, 4)
+    with pytest.raises(ValueError, match="symmetric"):
+        info_nce(a, p, negatives=n, symmetric=True)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "MEAN", None])
+def test_unknown_reduction(reduction):
+    a, p, _ = _triple(37, 4)
+    with pytest.raises(ValueError, match="reduction"):
+        info_nce(a, p, reduction=reduction)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_decoupled_batch_one(symmetric):
+    a, p, _ = _triple(38, 1)
+    with pytest.raises(ValueError, match="decoupled"):
+        info_nce(a, p, decoupled=True, symmetric=symmetric)
+
+
+def test_uniformity_needs_two_points():
+    with pytest.raises(ValueError, match="n >= 2"):
+        uniformity(_randn(0, 1, 4))
+    with pytest.raises(ValueError, match="n >= 2"):
+        uniformity(_randn(0, 4))
+
+
+def test_alignment_shape_mismatch():
+    with pytest.raises(ValueError) as err:
+        alignment(_randn(0, 3, 4), _randn(1, 2, 4))
+    assert "(3, 4)" in str(err.value) and "(2, 4)" in str(err.value)
+
+
+# ---------------------------------------------------------------------------- alignment
+@pytest.mark.parametrize("alpha", [1, 2, 3, 0.5])
+def test_alignment_matches_numpy(alpha):
+    x, y = _randn(40, 10, 6), _randn(41, 10, 6)
+    xn, yn = _unit(_np(x)), _unit(_np(y))
+    want = np.mean([np.linalg.norm(xn[i] - yn[i]) ** alpha for i in range(10)])
+    assert alignment(x, y, alpha=alpha).item() == pytest.approx(want, abs=1e-9)
+
+
+def test_alignment_default_alpha2_closed_form():
+    x, y = _randn(42, 12, 5), _randn(43, 12, 5)
+    xn, yn = _unit(_np(x)), _unit(_np(y))
+    cos = np.array([np.dot(xn[i], yn[i]) for i in range(12)])
+    assert alignment(x, y).item() == pytest.approx(np.mean(2 - 2 * cos), abs=1e-9)
+
+
+def test_alignment_identical_and_antipodal():
+    x = _randn(44, 6, 3)
+    assert alignment(x, 5.0 * x).item() == pytest.approx(0.0, abs=1e-12)
+    assert alignment(x, -x).item() == pytest.approx(4.0, abs=1e-9)  # ||2u||^2
+
+
+def test_alignment_unnormalised():
+    x, y = _randn(45, 7, 4), _randn(46, 7, 4)
+    xn, yn = _np(x), _np(y)
+    want = np.mean([np.linalg.norm(xn[i] - yn[i]) ** 2 for i in range(7)])
+    assert alignment(x, y, normalize=False).item() == pytest.approx(want, abs=1e-9)
+    assert abs(alignment(x, y, normalize=False).item() - alignment(x, y).item()) > 1e-3
+
+
+# ---------------------------------------------------------------------------- uniformity
+@pytest.mark.parametrize("n,d,t", [(2, 2, 2.0), (5, 3, 2.0), (20, 8, 1.0), (9, 4, 4.0)])
+def test_uniformity_matches_numpy(n, d, t):
+    x = _randn(n * 3 + d, n, d)
+    sq = pdist(_unit(_np(x)), "sqeuclidean")  # distinct pairs i < j
+    assert len(sq) == n * (n - 1) // 2
+    want = math.log(np.mean(np.exp(-t * sq)))
+    assert uniformity(x, t=t).item() == pytest.approx(want, abs=1e-9)
+
+
+def test_uniformity_default_t_is_2():
+    x = _randn(47, 8, 5)
+    want = math.log(np.mean(np.exp(-2.0 * pdist(_unit(_np(x)), "sqeuclidean"))))
+    assert uniformity(x).item() == pytest.approx(want, abs=1e-9)
+
+
+def test_uniformity_identical_points_is_zero():
+    x = _randn(48, 1, 6).expand(5, 6).clone()
+    assert uniformity(x).item() == pytest.approx(0.0, abs=1e-12)
+    assert uniformity(x * torch.arange(1, 6, dtype=torch.float64)[:, None]).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("t", [1.0, 2.0, 3.5])
+def test_uniformity_antipodal_pair(t):
+    u = _randn(49, 1, 4)
+    x = torch.cat([u, -3.0 * u])
+    assert uniformity(x, t=t).item() == pytest.approx(-4.0 * t, abs=1e-9)
+
+
+def test_uniformity_unnormalised():
+    x = _randn(50, 6, 3) * 2.0
+    want = math.log(np.mean(np.exp(-2.0 * pdist(_np(x), "sqeuclidean"))))
+    assert uniformity(x, normalize=False).item() == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert abs(uniformity(x, normalize=False).item() - uniformity(x).item()) > 1e-3
+
+
+def test_uniformity_at_most_zero_on_sphere():
+    for seed in range(5):
+        assert uniformity(_randn(seed, 10, 3)).item() <= 1e-12
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf")])
+def test_hard_negative_weight_must_be_finite_or_minus_inf(weight):
+    x = torch.randn(4, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="hard_negative_weight"):
+        info_nce(x, x + 0.1, negatives=-x, hard_negative_weight=weight)
