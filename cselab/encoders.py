@@ -151,6 +151,9 @@ def _read_sentence_transformer_dir(path: Path) -> dict:
         where = path / module.get("path", "")
         if kind == "Transformer":
             spec["transformer"] = where
+            st_config = where / "sentence_bert_config.json"
+            if st_config.is_file():  # older layouts keep the truncation length only here
+                spec["max_seq_length"] = json.loads(st_config.read_text("utf-8")).get("max_seq_length")
         elif kind == "Pooling":
             cfg = json.loads((where / "config.json").read_text("utf-8"))
             mode = cfg.get("pooling_mode")
@@ -250,6 +253,8 @@ class SentenceEncoder(nn.Module):
             if path.is_dir() and (path / "modules.json").is_file():
                 spec = _read_sentence_transformer_dir(path)
                 model, tokenizer = _load_hf(spec["transformer"], trust_remote_code, cache_dir, local=True)
+                if spec.get("max_seq_length"):
+                    tokenizer.model_max_length = min(tokenizer.model_max_length, int(spec["max_seq_length"]))
                 pooling = pooling or spec["pooling"]
                 projector = projector if projector is not None else spec["projector"]
                 normalize = spec["normalize"]
@@ -352,8 +357,9 @@ class SentenceEncoder(nn.Module):
                 raise TypeError(f"encode(): sentence {i} is {type(s).__name__}, not str.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if max_length is not None and max_length < 2:
-            raise ValueError(f"max_length must be >= 2 (room for the special tokens), got {max_length}.")
+        if max_length is not None and not 2 <= max_length <= self.max_length:
+            raise ValueError(f"max_length must be between 2 (room for the special tokens) and the model's "
+                             f"limit {self.max_length}, got {max_length}.")
         from tqdm.auto import tqdm
 
         ids = self.tokenize(sentences, max_length)["input_ids"]
@@ -389,16 +395,19 @@ def _load_hf(name_or_path, trust_remote_code: bool, cache_dir, local: bool):
         path = Path(name_or_path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} has no config.json: it is not a transformers model directory.")
+        no_tokenizer = FileNotFoundError(
+            f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}). Save the tokenizer there too: "
+            "tokenizer.save_pretrained(path)."
+        )
+        if not any((path / f).is_file() for f in TOKENIZER_FILES):
+            raise no_tokenizer
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
         except (OSError, ValueError, TypeError) as exc:
-            raise FileNotFoundError(
-                f"{path} has no usable tokenizer files ({exc.__class__.__name__}). Save the tokenizer there "
-                "too: tokenizer.save_pretrained(path)."
-            ) from exc
-        return AutoModel.from_pretrained(str(path), **kwargs), tokenizer
+            raise no_tokenizer from exc
+        return _model_without_fake_pooler(AutoModel.from_pretrained, str(path), **kwargs), tokenizer
     try:  # the local cache first: no network round trip, works offline
-        return (AutoModel.from_pretrained(name_or_path, local_files_only=True, **kwargs),
+        return (_model_without_fake_pooler(AutoModel.from_pretrained, name_or_path, local_files_only=True, **kwargs),
                 AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, **kwargs))
     except OSError:
         pass
@@ -409,4 +418,22 @@ def _load_hf(name_or_path, trust_remote_code: bool, cache_dir, local: bool):
             f"(`huggingface-cli download {name_or_path}`) and copy the cache, pass a local directory, "
             f"or use the offline preset {TINY_PRESET!r} (profile 'ci')."
         )
-    return AutoModel.from_pretrained(name_or_path, **kwargs), AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    return (_model_without_fake_pooler(AutoModel.from_pretrained, name_or_path, **kwargs),
+            AutoTokenizer.from_pretrained(name_or_path, **kwargs))
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def _model_without_fake_pooler(load, name_or_path, **kwargs):
+    """Load a model; if the checkpoint has no pooler weights, drop the randomly initialised one.
+
+    transformers re-creates BERT's pooler with random weights when a checkpoint lacks it
+    (e.g. an unconverted SimCSE checkpoint), and ``pooling="cls"`` would then silently give
+    garbage (SimCSE issues #25, #100). Without a pooler it fails with a clear message instead.
+    """
+    model, info = load(name_or_path, output_loading_info=True, **kwargs)
+    if any(key.split(".")[0] == "pooler" or ".pooler." in f".{key}" for key in info.get("missing_keys", ())):
+        model.pooler = None
+    return model

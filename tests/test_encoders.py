@@ -510,9 +510,6 @@ def test_legacy_sentence_transformers_pooling_flags(st_dirs, hf_dir, tmp_path):
     torch.testing.assert_close(encoder.encode(SENTENCES), plain.encode(SENTENCES), rtol=0, atol=ATOL)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cselab bug: encoders._read_sentence_transformer_dir ignores max_seq_length in "
-    "sentence_bert_config.json, so inputs longer than it are truncated later than sentence-transformers does"))
 def test_legacy_sentence_transformers_max_seq_length(st_dirs, tmp_path):
     from sentence_transformers import SentenceTransformer
 
@@ -554,9 +551,6 @@ def test_directory_without_config(tmp_path):
         SentenceEncoder.from_pretrained(tmp_path / "empty")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cselab bug: encoders._load_hf relies on AutoTokenizer raising for a directory without tokenizer "
-    "files, but transformers 5 builds a BertTokenizer with only its 5 special tokens instead"))
 def test_directory_without_tokenizer_files(tmp_path):
     """A model saved without its tokenizer must not load with a made-up (empty) vocabulary.
 
@@ -633,9 +627,6 @@ def test_encode_bad_inputs(tiny, kwargs, exc, pattern):
         tiny.encode(**kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cselab bug: encode() passes a max_length above the model's position limit to the tokenizer, and "
-    "the model then fails with a tensor-size RuntimeError instead of a clear ValueError or truncation"))
 def test_encode_max_length_above_model_limit(tiny):
     long = ["word " * 700]
     try:
@@ -646,9 +637,6 @@ def test_encode_max_length_above_model_limit(tiny):
         torch.testing.assert_close(out, tiny.encode(long), rtol=0, atol=ATOL)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cselab bug: AutoModel.from_pretrained re-creates BERT's pooler with random weights when the "
-    "checkpoint has none, so from_pretrained's `model.pooler is None` check never fires"))
 def test_cls_on_model_without_pooler(tmp_path):
     """pooling='cls' needs trained pooler weights; a checkpoint saved without them has none.
 
