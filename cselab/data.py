@@ -14,6 +14,7 @@ one space. Every reader names ``file:line`` when a line is malformed.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -115,14 +116,17 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     """Lines of a UTF-8 text file; a BOM is dropped and CRLF/LF both end a line."""
     path = Path(path)
     if not path.is_file():
-        raise DataNotFoundError(f"{path} does not exist.")
+        hint = " Re-download SentEval's data with `cselab download senteval --force`." if "senteval" in path.parts else ""
+        raise DataNotFoundError(f"{path} does not exist.{hint}")
     raw = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw[skip:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        position = exc.start + skip
+        line = raw[:position].count(b"\n") + 1
         raise DataFormatError(
-            f"{path}:{line}: not valid UTF-8 (byte {raw[exc.start]:#04x}). Re-save the file as UTF-8."
+            f"{path}:{line}: not valid UTF-8 (byte {raw[position]:#04x}). Re-save the file as UTF-8."
         ) from None
     return text.splitlines()
 
@@ -131,9 +135,10 @@ def _score(value: str, path: Path, line: int) -> float:
     try:
         x = float(value)
     except ValueError:
-        raise DataFormatError(f"{path}:{line}: gold score {value!r} is not a number.") from None
+        raise DataFormatError(f"{path}:{line}: gold score {value!r} is not a number; fix or remove that line "
+                              "(an empty gold line marks an unscored pair).") from None
     if not math.isfinite(x):
-        raise DataFormatError(f"{path}:{line}: gold score {value!r} is not a finite number.")
+        raise DataFormatError(f"{path}:{line}: gold score {value!r} is not a finite number; fix or remove that line.")
     return x
 
 
@@ -238,13 +243,16 @@ def read_nli_triplets(path: str | os.PathLike) -> list[tuple[str, str, str]]:
     lines = read_lines(path)
     if not lines:
         raise DataFormatError(f"{path}:1: empty file; expected the header sent0,sent1,hard_neg.")
-    rows = list(csv.reader(lines))
-    if [h.strip() for h in rows[0]] != ["sent0", "sent1", "hard_neg"]:
-        raise DataFormatError(f"{path}:1: header is {rows[0]}, expected ['sent0', 'sent1', 'hard_neg'].")
+    # keepends: a quoted field may span lines; reader.line_num then counts physical lines
+    reader = csv.reader([line + "\n" for line in lines])
+    header = next(reader)
+    if [h.strip() for h in header] != ["sent0", "sent1", "hard_neg"]:
+        raise DataFormatError(f"{path}:1: header is {header}, expected ['sent0', 'sent1', 'hard_neg'].")
     triplets = []
-    for number, row in enumerate(rows[1:], start=2):
+    for row in reader:
         if len(row) != 3:
-            raise DataFormatError(f"{path}:{number}: expected 3 comma-separated columns, found {len(row)} (quote commas).")
+            raise DataFormatError(f"{path}:{reader.line_num}: expected 3 comma-separated columns, found "
+                                  f"{len(row)} (put fields that contain commas in double quotes).")
         triplets.append((row[0], row[1], row[2]))
     return triplets
 
@@ -387,8 +395,10 @@ def download(name: str, dest: str | os.PathLike | None = None, *, force: bool = 
         if expected and digest.hexdigest() != expected:
             raise OSError(f"Checksum mismatch for {source}: got sha256 {digest.hexdigest()}, expected {expected}. "
                           "Nothing was written; try again (or check the URL).")
+        umask = _umask()
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a shared data root must stay readable
         if entry.archive:
-            _unpack_senteval(tmp, target)
+            _unpack_senteval(tmp, target, 0o777 & ~umask)
         else:
             if target.exists():
                 target.unlink()
@@ -398,7 +408,13 @@ def download(name: str, dest: str | os.PathLike | None = None, *, force: bool = 
     return target
 
 
-def _unpack_senteval(archive: Path, target: Path) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _unpack_senteval(archive: Path, target: Path, mode: int = 0o755) -> None:
     """Unpack SimCSE's senteval.tar (top-level STS/, SICK/, MR/, ...) into ``target``."""
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".unpack.") as tmp:
         with tarfile.open(archive) as tar:
@@ -406,6 +422,8 @@ def _unpack_senteval(archive: Path, target: Path) -> None:
         candidates = [p.parent for p in Path(tmp).rglob("STS") if p.is_dir()]
         if not candidates:
             raise OSError(f"{archive.name}: no STS/ folder inside the archive; is it SentEval's data?")
+        found = min(candidates, key=lambda p: len(p.parts))
+        os.chmod(found, mode)  # TemporaryDirectory parents are 0700; the moved folder keeps its own mode
         if target.exists():
             shutil.rmtree(target)
-        os.replace(min(candidates, key=lambda p: len(p.parts)), target)
+        os.replace(found, target)

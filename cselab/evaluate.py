@@ -38,6 +38,9 @@ def cosine_scores(encoder, pairs: D.ScoredPairs, batch_size: int = 128, show_pro
     a, b = _embed_pairs(encoder, pairs, batch_size, show_progress)
     a, b = a.double(), b.double()
     cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+    # A sentence paired with itself shares one embedding; its cosine is exactly 1, and rounding
+    # noise (1 +- 4e-16) must not break the ties Spearman sees (STS12 has 79 such pairs).
+    cos[(a == b).all(-1)] = 1.0
     return np.nan_to_num(cos.numpy())
 
 
@@ -120,7 +123,7 @@ def spearman_on_pairs(encoder, pairs: D.ScoredPairs, batch_size: int = 128) -> f
 
 def alignment_uniformity(encoder, data_dir: str | os.PathLike | None = None, split: str = "dev",
                          pairs: D.ScoredPairs | None = None, threshold: float = 4.0,
-                         batch_size: int = 128) -> dict[str, float]:
+                         batch_size: int = 128, show_progress: bool | None = None) -> dict[str, float]:
     """Alignment and uniformity of an encoder as in SimCSE §5 (Wang & Isola 2020).
 
     Positive pairs are the STS-B pairs with gold score >= ``threshold`` (4.0); uniformity is
@@ -134,12 +137,13 @@ def alignment_uniformity(encoder, data_dir: str | os.PathLike | None = None, spl
     keep = pairs.scores >= threshold
     if not keep.any():
         raise ValueError(f"No pair in {pairs.source} has a gold score >= {threshold}.")
-    a, b = _embed_pairs(encoder, pairs, batch_size)
     sentences = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
-    everything = encoder.encode(sentences, batch_size=batch_size)
-    mask = torch.as_tensor(keep)
+    everything = encoder.encode(sentences, batch_size=batch_size, show_progress=show_progress)  # (u, dim)
+    where = {s: i for i, s in enumerate(sentences)}
+    first = [where[s] for s, k in zip(pairs.sentences1, keep) if k]
+    second = [where[s] for s, k in zip(pairs.sentences2, keep) if k]
     return {
-        "alignment": float(alignment(a[mask], b[mask])),
+        "alignment": float(alignment(everything[first], everything[second])),
         "uniformity": float(uniformity(everything)),
         "n_positive": int(keep.sum()),
         "n_sentences": len(sentences),

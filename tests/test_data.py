@@ -447,7 +447,7 @@ def test_nli_row_with_two_columns(tmp_path):
     path = _write(tmp_path / "nli.csv", 'sent0,sent1,hard_neg\na,b,c\n"x, y",z\n')
     with pytest.raises(DataFormatError) as info:
         D.read_nli_triplets(path)
-    _assert_names(info, f"{path}:3", "expected 3 comma-separated columns", "found 2", "quote commas")
+    _assert_names(info, f"{path}:3", "expected 3 comma-separated columns", "found 2", "double quotes")
 
 
 def test_documents_invalid_json_line(tmp_path):
@@ -472,10 +472,6 @@ def test_latin1_bytes_in_sts_input(tmp_path):
     _assert_names(info, f"{folder / 'STS.input.MSRpar.txt'}:2", "not valid UTF-8", "0xe9", "UTF-8")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cselab/data.py read_lines: bytes.decode('utf-8-sig') reports exc.start relative to the "
-    "text AFTER the 3-byte BOM, but the line number and the byte are taken from `raw` (with BOM), "
-    "so both point 3 bytes too early"))
 def test_non_utf8_after_bom_names_the_right_line_and_byte(tmp_path):
     path = _write(tmp_path / "STS.input.x.txt", b"\xef\xbb\xbfa\tb\n\xe9t\tc\n")
     with pytest.raises(DataFormatError) as info:
@@ -483,10 +479,6 @@ def test_non_utf8_after_bom_names_the_right_line_and_byte(tmp_path):
     _assert_names(info, f"{path}:2", "0xe9")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cselab/data.py read_nli_triplets: csv.reader runs over read_lines() (splitlines, line ends "
-    "removed), so a quoted field spanning two lines loses its newline ('line oneline two') and every "
-    "later row is reported one line too early"))
 def test_nli_quoted_newline_is_kept_and_line_numbers_stay_physical(tmp_path):
     path = _write(tmp_path / "nli.csv", 'sent0,sent1,hard_neg\n"line one\nline two",b,c\nx,y\n')
     with open(path, encoding="utf-8", newline="") as f:
@@ -757,10 +749,6 @@ def test_download_http_error_leaves_nothing(http_root, tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cselab/data.py download: the file is written with tempfile.mkstemp (mode 0600) and the "
-    "archive is unpacked in tempfile.TemporaryDirectory (mode 0700) and then renamed into place, so "
-    "downloaded data is readable only by its owner whatever the umask (a shared data root breaks)"))
 def test_downloaded_data_has_umask_permissions(http_root, tmp_path):
     served, base, _ = http_root
     _write(served / "f.csv", _nli_payload())

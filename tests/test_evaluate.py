@@ -41,11 +41,6 @@ SENTEVAL_SUBSETS = {
 }
 SENTEVAL_COUNTS = {"STS12": 3108, "STS13": 1500, "STS14": 3750, "STS15": 3000, "STS16": 1186,
                    "STSBenchmark": 1379, "SICKRelatedness": 4927}
-TIE_BUG = (
-    "BUG cselab/evaluate.py cosine_scores: the cosine of a pair of identical sentences comes out as "
-    "1-1.1e-16, 1 or 1+2.2e-16 (float rounding), so Spearman ranks exact ties by rounding noise; "
-    "on STS12 (79 identical pairs) the result is off by 2.4e-4 from exact ties"
-)
 
 
 # ---------------------------------------------------------------- independent reference
@@ -152,7 +147,7 @@ def test_evaluate_sts_key_order(sts_run):
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("task", [
-    pytest.param("STS12", marks=pytest.mark.xfail(strict=True, reason=TIE_BUG)),
+    "STS12",
     *SIMCSE_ORDER[1:],
 ])
 def test_evaluate_sts_equals_independent_computation(sts_run, task):
@@ -390,7 +385,6 @@ def test_cosine_scores_independent_of_pair_order(tiny_encoder):
     np.testing.assert_allclose(sims, expected, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=TIE_BUG)
 def test_identical_sentences_have_cosine_exactly_one(tiny_encoder):
     sentences, _ = D.read_toy_corpus()
     same = D.ScoredPairs(sentences[:64], sentences[:64], np.linspace(0.0, 5.0, 64))
@@ -398,7 +392,6 @@ def test_identical_sentences_have_cosine_exactly_one(tiny_encoder):
     assert (sims == 1.0).all(), f"self-cosines minus 1: {np.unique(sims - 1.0)}"
 
 
-@pytest.mark.xfail(strict=True, reason=TIE_BUG)
 def test_spearman_treats_identical_pairs_as_ties(tiny_encoder):
     """64 identical-sentence pairs (true cosine 1: one tie) + 64 distinct pairs."""
     sentences, _ = D.read_toy_corpus()
