@@ -1,6 +1,6 @@
 """Benchmark: ``cselab.SentenceEncoder.encode`` against ``SentenceTransformer.encode``.
 
-Both encode the same sentences with the same local model on the CPU, batch size 128,
+Both encode the same sentences with the same local model (CPU by default, ``--device cuda``), batch size 128,
 after one warm-up run each; each is timed ``--repeats`` times (the two libraries take
 turns) and the best wall time is kept.
 The embeddings are compared (max absolute difference), and a JSON report is written to
@@ -57,7 +57,7 @@ def _st_modules():
     return modules
 
 
-def prepare_model(model: str | None, workdir: Path) -> tuple[Path, str]:
+def prepare_model(model: str | None, workdir: Path, bert_base_shape: bool = False) -> tuple[Path, str]:
     """A sentence-transformers directory both libraries load, and a description of it."""
     from sentence_transformers import SentenceTransformer
 
@@ -74,9 +74,16 @@ def prepare_model(model: str | None, workdir: Path) -> tuple[Path, str]:
 
         source = workdir / "tiny-hf"
         tiny, tokenizer = tiny_bert(0)
+        what = "cselab/tiny (seed 0) + mean pooling"
+        if bert_base_shape:  # speed only depends on the shapes: random weights, BERT-base size
+            import torch
+            from transformers import BertConfig, BertModel
+
+            torch.manual_seed(0)
+            tiny = BertModel(BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id))
+            what = "random-init BERT-base shape (12 layers, 768 hidden, tiny vocabulary) + mean pooling"
         tiny.save_pretrained(source)
         tokenizer.save_pretrained(source)
-        what = "cselab/tiny (seed 0) + mean pooling"
     transformer = modules.Transformer(str(source))
     dim_of = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
     pooling = modules.Pooling(dim_of(), pooling_mode="mean")
@@ -108,6 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N sentences")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--bert-base-shape", action="store_true",
+                        help="without --model: a random-init BERT-base-sized model instead of cselab/tiny")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -126,12 +136,13 @@ def main(argv: list[str] | None = None) -> dict:
         sentences = sentences[: args.limit]
 
     with tempfile.TemporaryDirectory(prefix="cselab-bench-") as tmp:
-        path, what = prepare_model(args.model, Path(tmp))
-        ours = cselab.SentenceEncoder.from_pretrained(path, device="cpu")
-        theirs = SentenceTransformer(str(path), device="cpu")
+        path, what = prepare_model(args.model, Path(tmp), args.bert_base_shape)
+        ours = cselab.SentenceEncoder.from_pretrained(path, device=args.device)
+        theirs = SentenceTransformer(str(path), device=args.device)
         print(f"model:     {what} (cselab pooling={ours.pooling!r}, dim={ours.dim}, max_length={ours.max_length})")
         print(f"sentences: {len(sentences)} distinct, {source}")
-        print(f"batch {args.batch_size}, CPU, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+        print(f"batch {args.batch_size}, {where}, torch {torch.__version__} with {torch.get_num_threads()} threads, "
               f"best of {args.repeats} (interleaved) after a warm-up")
 
         def run_ours():
@@ -154,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sentences": len(sentences),
         "sentence_source": source,
         "batch_size": args.batch_size,
-        "device": "cpu",
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "repeats": args.repeats,
         "limit": args.limit,
         "cselab": {"best_s": t_ours, "times_s": all_ours, "sentences_per_s": len(sentences) / t_ours},
