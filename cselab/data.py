@@ -376,6 +376,7 @@ def download(name: str, dest: str | os.PathLike | None = None, *, force: bool = 
     target = root / entry.target
     if target.exists() and not force:
         return target
+    created = [p for p in reversed(target.parents) if not p.exists()]  # removed again if the download fails
     target.parent.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
 
@@ -403,6 +404,12 @@ def download(name: str, dest: str | os.PathLike | None = None, *, force: bool = 
             if target.exists():
                 target.unlink()
             os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        for folder in reversed(created):  # deepest first; only folders this call made, and only if empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return target

@@ -213,6 +213,7 @@ class SentenceEncoder(nn.Module):
         self.projector = projector
         self.normalize = normalize
         self.name = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+        self.train(model.training)  # the wrapper starts in the wrapped model's mode (eval after loading)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -273,7 +274,7 @@ class SentenceEncoder(nn.Module):
                 f"{name}: pooling='cls' needs the model's pooler, and this model has none. "
                 "Use pooling='cls_before_pooler' or 'avg', or pass a projector."
             )
-        return encoder.to(device or "cpu")
+        return encoder.to(device or "cpu").eval()  # like transformers: loaded models start with dropout off
 
     # ----------------------------------------------------------------- forward
     @property

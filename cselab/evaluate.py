@@ -116,9 +116,9 @@ def format_table(scores: dict[str, float], split: str = "test", exact_avg: bool 
     return "\n".join([f"------ {split} ------", rule, row(names), rule, row(cells), rule])
 
 
-def spearman_on_pairs(encoder, pairs: D.ScoredPairs, batch_size: int = 128) -> float:
+def spearman_on_pairs(encoder, pairs: D.ScoredPairs, batch_size: int = 128, show_progress: bool | None = None) -> float:
     """Spearman x 100 of cosine similarity on any :class:`cselab.data.ScoredPairs`."""
-    return 100.0 * float(spearmanr(cosine_scores(encoder, pairs, batch_size), pairs.scores)[0])
+    return 100.0 * float(spearmanr(cosine_scores(encoder, pairs, batch_size, show_progress), pairs.scores)[0])
 
 
 def alignment_uniformity(encoder, data_dir: str | os.PathLike | None = None, split: str = "dev",
