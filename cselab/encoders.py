@@ -383,6 +383,89 @@ class SentenceEncoder(nn.Module):
             out = torch.nn.functional.normalize(out, dim=-1)
         return out
 
+    # ----------------------------------------------------------------- saving
+    def save_sentence_transformer(self, path: str | os.PathLike) -> Path:
+        """Write a sentence-transformers directory that yields the same embeddings.
+
+        ``sentence_transformers.SentenceTransformer(path)`` and :meth:`from_pretrained` both
+        load it. Layout: the transformer at the root, ``1_Pooling`` (CLS or mean), and for
+        ``cls`` a ``2_Dense`` with Tanh holding the projector (SimCSE's MLP) or, without one,
+        the model's own pooler weights; ``3_Normalize`` when ``normalize`` is on.
+        The folder is written under a temporary name and then renamed, so an interrupted
+        save never leaves a half-written model at ``path``.
+
+        Raises:
+            ValueError: ``avg_first_last``/``avg_top2`` (no sentence-transformers equivalent),
+                or a projector that is not ``Linear`` + ``Tanh``/``Identity``.
+        """
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        if self.pooling in ("avg_first_last", "avg_top2"):
+            raise ValueError(f"pooling={self.pooling!r} has no sentence-transformers equivalent; "
+                             "use cls, cls_before_pooler or avg.")
+        dense = None
+        if self.pooling == "cls" and self.projector is None:
+            pooler = getattr(self.model, "pooler", None)
+            dense = (pooler.dense, "Tanh")  # pooler_output = tanh(W h_cls + b)
+        elif self.projector is not None:
+            layers = list(self.projector) if isinstance(self.projector, nn.Sequential) else [self.projector]
+            if not isinstance(layers[0], nn.Linear) or len(layers) > 2 or (
+                    len(layers) == 2 and type(layers[1]).__name__ not in ("Tanh", "Identity")):
+                raise ValueError("save_sentence_transformer supports a projector of Linear (+ Tanh) only.")
+            dense = (layers[0], type(layers[1]).__name__ if len(layers) == 2 else "Identity")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            st = "sentence_transformers.models."
+            modules = [{"idx": 0, "name": "0", "path": "", "type": st + "Transformer"},
+                       {"idx": 1, "name": "1", "path": "1_Pooling", "type": st + "Pooling"}]
+            (tmp / "sentence_bert_config.json").write_text(
+                json.dumps({"max_seq_length": self.max_length, "do_lower_case": False}, indent=2), "utf-8")
+            (tmp / "1_Pooling").mkdir()
+            mean = self.pooling == "avg"
+            (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
+                "word_embedding_dimension": self.model.config.hidden_size,
+                "pooling_mode_cls_token": not mean, "pooling_mode_mean_tokens": mean,
+                "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+                "pooling_mode_weightedmean_tokens": False, "pooling_mode_lasttoken": False,
+                "include_prompt": True}, indent=2), "utf-8")
+            if dense is not None:
+                linear, activation = dense
+                modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": st + "Dense"})
+                (tmp / "2_Dense").mkdir()
+                (tmp / "2_Dense" / "config.json").write_text(json.dumps({
+                    "in_features": linear.in_features, "out_features": linear.out_features,
+                    "bias": linear.bias is not None,
+                    "activation_function": f"torch.nn.modules.{'activation' if activation == 'Tanh' else 'linear'}.{activation}",
+                }, indent=2), "utf-8")
+                save_file({f"linear.{k}": v.detach().cpu().contiguous() for k, v in linear.state_dict().items()},
+                          str(tmp / "2_Dense" / "model.safetensors"))
+            if self.normalize:
+                modules.append({"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_Normalize",
+                                "type": st + "Normalize"})
+                (tmp / modules[-1]["path"]).mkdir()
+            (tmp / "modules.json").write_text(json.dumps(modules, indent=2), "utf-8")
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, pooling={self.pooling!r}, projector={self.projector is not None}"
 

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, inside the course environment)::
 
-    python data/make_data.py toy        # toy_corpus.tsv and sts_sample.tsv (no input needed)
+    python data/make_data.py toy        # toy_corpus.tsv, sts_sample.tsv, toy_nli.csv (no input needed)
     python data/make_data.py vocab --sentences ../shared/data/unsup/sentences.txt
 
 Everything is deterministic: the same command gives byte-identical files.
@@ -115,6 +115,32 @@ def make_toy(seed: int = 0, per_meaning: int = 4, n_pairs: int = 800) -> None:
             f.write(f"{similarity(a, b):.2f}\t{s1}\t{s2}\n")
 
 
+def make_nli(seed: int = 2, per_meaning: int = 4) -> None:
+    """NLI-style triplets (premise, entailment, contradiction) in SimCSE's csv format.
+
+    The entailment is another wording of the premise's meaning; the contradiction keeps the
+    subject and place but changes the action, the closest sentence that is not a paraphrase.
+    """
+    import csv
+
+    rng = random.Random(seed)
+    meanings = list(itertools.product(SUBJECTS, ACTIONS, PLACES))
+    rows = []
+    for meaning in meanings:
+        for _ in range(per_meaning):
+            premise = realise(meaning, rng)
+            entailment = realise(meaning, rng)
+            while entailment == premise:
+                entailment = realise(meaning, rng)
+            other = (meaning[0], rng.choice([a for a in ACTIONS if a != meaning[1]]), meaning[2])
+            rows.append((premise, entailment, realise(other, rng)))
+    rng.shuffle(rows)
+    with open(HERE / "toy_nli.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["sent0", "sent1", "hard_neg"])
+        writer.writerows(rows)
+
+
 def make_vocab(sentences: Path, vocab_size: int = 8000) -> None:
     from tokenizers import BertWordPieceTokenizer
 
@@ -137,13 +163,14 @@ def make_vocab(sentences: Path, vocab_size: int = 8000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
-    sub.add_parser("toy", help="write toy_corpus.tsv and sts_sample.tsv")
+    sub.add_parser("toy", help="write toy_corpus.tsv, sts_sample.tsv and toy_nli.csv")
     v = sub.add_parser("vocab", help="write tiny_vocab.txt")
     v.add_argument("--sentences", type=Path, required=True, help="unlabeled sentences, one per line")
     v.add_argument("--vocab-size", type=int, default=8000)
     args = parser.parse_args()
     if args.what == "toy":
         make_toy()
+        make_nli()
     else:
         make_vocab(args.sentences, args.vocab_size)
 

@@ -1,0 +1,201 @@
+"""Training configurations and the papers' presets.
+
+A :class:`TrainConfig` holds everything a run needs; :data:`PRESETS` names the papers'
+settings (SimCSE Table A.1 and the official run scripts; reference §2.3, §3.3) plus
+``laptop`` and ``ci`` variants that only swap the model, the data and the budget.
+``resolve_config(name, overrides)`` applies ``key=value`` overrides with type checks, so a
+bad key or value fails before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .encoders import TINY_PRESET
+
+COURSE_DATA = Path(__file__).resolve().parents[1] / "data"
+METHODS = ("unsup-simcse", "sup-simcse")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are unsupervised SimCSE-BERT-base (SimCSE Table A.1).
+
+    Attributes:
+        method: ``unsup-simcse`` or ``sup-simcse`` (:mod:`cselab.methods`).
+        model: hub id, local directory, or ``cselab/tiny``.
+        train_file: a registry name (``wiki1m``, ``nli``) or a path: ``.txt`` one sentence per
+            line, ``.csv`` with ``sent0,sent1[,hard_neg]``, ``.tsv`` with a ``sentence`` column.
+        max_train_samples: use only the first N training examples (None = all).
+        batch_size: examples per step on each process (SimCSE: per device).
+        learning_rate: AdamW learning rate; weight decay 0, linear decay to 0, no warm-up.
+        epochs: passes over the data.
+        max_steps: stop after this many steps (None = ``epochs`` full passes).
+        max_length: truncation length in tokens (SimCSE: 32).
+        temperature: InfoNCE temperature tau (SimCSE: 0.05).
+        hard_negative_weight: log(alpha) for supervised SimCSE (SimCSE's best: 0, alpha = 1).
+        dropout: hidden and attention dropout of the encoder (the only noise of unsup SimCSE).
+        eval_steps: evaluate and keep the best checkpoint every N steps (SimCSE scripts: 125).
+        eval_data: ``stsb-dev`` (SimCSE's model selection) or ``sample`` (the shipped pairs).
+        save_steps: write a resumable checkpoint every N steps.
+        log_steps: print/record the running loss every N steps.
+        seed: seed of initialisation, data order and dropout (HF Trainer default 42).
+        grad_clip: max gradient norm (HF default 1.0).
+        precision: ``auto`` (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU),
+            ``fp32``, ``bf16`` or ``fp16`` (the last two need CUDA).
+        scale_fix: multiply the loss by the world size under DDP, undoing the 1/N gradient
+            scale of the official gather (reference §4); False reproduces SimCSE.
+        device: ``auto`` (cuda if available), ``cpu`` or ``cuda``.
+    """
+
+    method: str = "unsup-simcse"
+    model: str = "bert-base-uncased"
+    train_file: str = "wiki1m"
+    max_train_samples: int | None = None
+    batch_size: int = 64
+    learning_rate: float = 3e-5
+    epochs: int = 1
+    max_steps: int | None = None
+    max_length: int = 32
+    temperature: float = 0.05
+    hard_negative_weight: float = 0.0
+    dropout: float = 0.1
+    eval_steps: int = 125
+    eval_data: str = "stsb-dev"
+    save_steps: int = 125
+    log_steps: int = 10
+    seed: int = 42
+    grad_clip: float = 1.0
+    precision: str = "auto"
+    scale_fix: bool = False
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.method not in METHODS:
+            problems.append(f"method={self.method!r} (choose one of {list(METHODS)})")
+        for name in ("batch_size", "epochs", "max_length", "eval_steps", "save_steps", "log_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
+        if self.max_length < 2:
+            problems.append(f"max_length={self.max_length} (must be >= 2)")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps={self.max_steps} (must be >= 1 or None)")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            problems.append(f"max_train_samples={self.max_train_samples} (must be >= 1 or None)")
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate={self.learning_rate} (must be > 0)")
+        if not self.temperature > 0:
+            problems.append(f"temperature={self.temperature} (must be > 0)")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout={self.dropout} (must be in [0, 1))")
+        if self.grad_clip <= 0:
+            problems.append(f"grad_clip={self.grad_clip} (must be > 0)")
+        if self.eval_data not in ("stsb-dev", "sample"):
+            problems.append(f"eval_data={self.eval_data!r} (choose 'stsb-dev' or 'sample')")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"precision={self.precision!r} (choose auto, fp32, bf16, fp16)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"device={self.device!r} (choose auto, cpu, cuda)")
+        if problems:
+            raise ValueError("Invalid training configuration: " + "; ".join(problems) + ".")
+
+    @property
+    def train_pooling(self) -> str:
+        return "cls"  # SimCSE trains with the MLP over [CLS] for both variants
+
+    @property
+    def eval_pooling(self) -> str:
+        """unsup: raw [CLS] (MLP only at train time); sup: [CLS] + MLP (SimCSE §2.2, §3.2)."""
+        return "cls_before_pooler" if self.method == "unsup-simcse" else "cls"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+_CI = dict(model=TINY_PRESET, max_steps=60, batch_size=32, learning_rate=3e-4, eval_steps=20, save_steps=20,
+           log_steps=5, eval_data="sample", device="cpu", precision="fp32")
+_LAPTOP = dict(model="google/bert_uncased_L-4_H-256_A-4", max_steps=500, batch_size=64, eval_steps=100,
+               save_steps=100, device="auto")
+
+PRESETS: dict[str, TrainConfig] = {
+    # SimCSE Table A.1 / run_unsup_example.sh: batch 64, lr 3e-5, 1 epoch, len 32, tau 0.05, fp16
+    "unsup-simcse-bert-base": TrainConfig(method="unsup-simcse", model="bert-base-uncased", train_file="wiki1m",
+                                          batch_size=64, learning_rate=3e-5),
+    # Table A.1: RoBERTa-base batch 512, lr 1e-5
+    "unsup-simcse-roberta-base": TrainConfig(method="unsup-simcse", model="roberta-base", train_file="wiki1m",
+                                             batch_size=512, learning_rate=1e-5),
+    # run_sup_example.sh: global batch 512 (4 GPUs x 128), lr 5e-5, 3 epochs, tau 0.05, weight 0
+    "sup-simcse-bert-base": TrainConfig(method="sup-simcse", model="bert-base-uncased", train_file="nli",
+                                        batch_size=512, learning_rate=5e-5, epochs=3),
+    "sup-simcse-roberta-base": TrainConfig(method="sup-simcse", model="roberta-base", train_file="nli",
+                                           batch_size=512, learning_rate=5e-5, epochs=3),
+}
+for _method, _data in (("unsup-simcse", str(COURSE_DATA / "toy_corpus.tsv")),
+                       ("sup-simcse", str(COURSE_DATA / "toy_nli.csv"))):
+    PRESETS[f"{_method}-ci"] = TrainConfig(method=_method, train_file=_data, **_CI)
+    PRESETS[f"{_method}-laptop"] = TrainConfig(
+        method=_method, train_file="wiki1m" if _method == "unsup-simcse" else "nli",
+        learning_rate=5e-5 if _method == "unsup-simcse" else 1e-4, **_LAPTOP)
+
+
+def parse_value(config_field: dataclasses.Field, text: str):
+    """Turn the text of ``--set key=value`` into the field's type; raise ValueError naming the key."""
+    kind = str(config_field.type)
+    optional = "None" in kind
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    try:
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+        if kind.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        return text
+    except ValueError:
+        raise ValueError(f"--set {config_field.name}={text!r}: expected {kind}.") from None
+
+
+def resolve_config(preset: str, overrides: dict[str, str] | list[str] | None = None, **values) -> TrainConfig:
+    """A preset with ``key=value`` text overrides (CLI) and/or typed keyword overrides (Python).
+
+    Raises:
+        ValueError: unknown preset, unknown key, or a value of the wrong type or range.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
+    known = {f.name: f for f in fields(TrainConfig)}
+    if isinstance(overrides, list):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"--set {item!r}: expected key=value.")
+            key, text = item.split("=", 1)
+            pairs[key.strip()] = text.strip()
+        overrides = pairs
+    parsed = {}
+    for key, text in (overrides or {}).items():
+        if key not in known:
+            raise ValueError(f"Unknown configuration key {key!r}; known keys: {sorted(known)}.")
+        parsed[key] = parse_value(known[key], text)
+    for key in values:
+        if key not in known:
+            raise ValueError(f"Unknown configuration key {key!r}; known keys: {sorted(known)}.")
+    return replace(PRESETS[preset], **parsed, **values)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"Unknown configuration key(s) {sorted(unknown)}.")
+    return TrainConfig(**data)
+

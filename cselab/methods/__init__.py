@@ -1,0 +1,23 @@
+"""Contrastive methods. A method = how its views are built + its loss; see ``simcse.py``.
+
+``build_method(config, encoder)`` returns the training head for a :class:`cselab.configs.TrainConfig`.
+A method module provides ``columns`` (training-data columns it reads), ``loss(encoder, rows)``
+and ``eval_encoder(encoder)``; the trainer, encoder and evaluator stay generic.
+"""
+from __future__ import annotations
+
+from .simcse import SimCSE
+
+
+def build_method(config, encoder):
+    hidden = encoder.model.config.hidden_size
+    init = getattr(encoder.model.config, "initializer_range", 0.02)
+    if config.method == "unsup-simcse":
+        return SimCSE(hidden, supervised=False, temperature=config.temperature, initializer_range=init)
+    if config.method == "sup-simcse":
+        return SimCSE(hidden, supervised=True, temperature=config.temperature,
+                      hard_negative_weight=config.hard_negative_weight, initializer_range=init)
+    raise ValueError(f"Unknown method {config.method!r}.")
+
+
+__all__ = ["SimCSE", "build_method"]

@@ -1,0 +1,86 @@
+"""SimCSE (Gao et al. 2021): how the views are built, and the loss. Everything else is generic.
+
+Unsupervised (§3): each sentence is encoded twice in one forward pass over the stacked
+batch ``[x; x]``; dropout (p = 0.1) is the only noise, so the two copies are two views. The
+loss is one-directional in-batch InfoNCE (Eq. 1) over ``MLP([CLS])``, where the MLP is
+``Linear(H, H) + Tanh``, randomly initialised (footnote 9) and used **only in training**:
+evaluation uses the raw ``[CLS]`` vector (``cls_before_pooler``, Table 6).
+
+Supervised (§4): ``(premise, entailment, contradiction)`` are stacked into one forward pass
+of 3B sequences; the entailments are the positives, and every row's denominator holds all
+B contradictions too, with ``hard_negative_weight`` = log(alpha) on the row's own one
+(Eq. 8). The MLP is kept at evaluation (``cls`` with the MLP as projector).
+
+Under ``torchrun`` the embeddings of all processes are gathered with gradient on the local
+slice (:func:`cselab.distributed.gather_with_grad`), as in the official ``cl_forward``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..distributed import gather_with_grad
+from ..encoders import SentenceEncoder
+from ..losses import info_nce
+
+
+def simcse_mlp(hidden_size: int, initializer_range: float = 0.02) -> nn.Sequential:
+    """SimCSE's ``MLPLayer``: Linear(H, H) + Tanh, initialised like BERT's own layers."""
+    linear = nn.Linear(hidden_size, hidden_size)
+    nn.init.normal_(linear.weight, std=initializer_range)  # BertPreTrainedModel._init_weights
+    nn.init.zeros_(linear.bias)
+    return nn.Sequential(linear, nn.Tanh())
+
+
+class SimCSE(nn.Module):
+    """SimCSE's training head and loss. ``supervised`` picks the variant.
+
+    Args:
+        hidden_size: the encoder's hidden size H.
+        supervised: NLI triplets with hard negatives (True) or dropout views (False).
+        temperature: tau of InfoNCE (0.05).
+        hard_negative_weight: log(alpha) added to each row's own hard-negative logit.
+        initializer_range: std of the MLP's normal initialisation (BERT: 0.02).
+    """
+
+    def __init__(self, hidden_size: int, supervised: bool = False, temperature: float = 0.05,
+                 hard_negative_weight: float = 0.0, initializer_range: float = 0.02) -> None:
+        super().__init__()
+        self.supervised = supervised
+        self.temperature = temperature
+        self.hard_negative_weight = hard_negative_weight
+        self.mlp = simcse_mlp(hidden_size, initializer_range)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Training-data columns the method reads (SimCSE's csv/txt conventions)."""
+        return ("sent0", "sent1", "hard_neg") if self.supervised else ("sent0",)
+
+    def embed(self, encoder: SentenceEncoder, ids: list[list[int]]) -> torch.Tensor:
+        """MLP([CLS]) of every sequence in one forward pass. Returns (len(ids), H)."""
+        batch = encoder.collate(ids)
+        hidden = encoder.model(**batch, return_dict=True).last_hidden_state  # (n, seq, H)
+        return self.mlp(hidden[:, 0])
+
+    def views(self, rows: dict[str, list[list[int]]]) -> list[list[list[int]]]:
+        """The token-id lists of each view: unsup [x, x]; sup [x, x+, x-]."""
+        if self.supervised:
+            return [rows["sent0"], rows["sent1"], rows["hard_neg"]]
+        return [rows["sent0"], rows["sent0"]]
+
+    def loss(self, encoder: SentenceEncoder, rows: dict[str, list[list[int]]]) -> torch.Tensor:
+        """The SimCSE loss of one batch, ``rows`` = column -> token ids of B examples."""
+        views = self.views(rows)
+        batch = len(views[0])
+        z = self.embed(encoder, [ids for view in views for ids in view])  # (num_views * B, H), one forward
+        z = [gather_with_grad(part) for part in z.split(batch)]  # each (world * B, H)
+        if self.supervised:
+            return info_nce(z[0], z[1], temperature=self.temperature, negatives=z[2],
+                            hard_negative_weight=self.hard_negative_weight)
+        return info_nce(z[0], z[1], temperature=self.temperature)
+
+    def eval_encoder(self, encoder: SentenceEncoder) -> SentenceEncoder:
+        """The encoder used for evaluation and export (shares the weights)."""
+        if self.supervised:
+            return SentenceEncoder(encoder.model, encoder.tokenizer, "cls", projector=self.mlp, name=encoder.name)
+        return SentenceEncoder(encoder.model, encoder.tokenizer, "cls_before_pooler", name=encoder.name)

@@ -1,0 +1,348 @@
+"""One plain PyTorch training loop for every method (SimCSE's HF-Trainer settings, reference §1).
+
+- AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0), linear decay to 0 without warm-up,
+  gradient clipping at 1.0, seed 42;
+- autocast only on CUDA (bf16 when supported, else fp16 with a gradient scaler);
+- every ``eval_steps``: Spearman on STS-B dev (SimCSE's model selection) or on the shipped
+  pairs, and the best model kept in ``OUTPUT/best`` (a sentence-transformers directory that
+  :meth:`cselab.SentenceEncoder.from_pretrained` loads too);
+- every ``save_steps``: a resumable checkpoint (:mod:`cselab.checkpoints`); ``resume=True``
+  continues from the newest one and gives the same result as an uninterrupted run on CPU;
+- metrics written as they come to ``OUTPUT/metrics.jsonl`` and ``OUTPUT/metrics.csv``;
+- under ``torchrun``: each process takes its slice of the global batch, embeddings are
+  gathered with gradient (:mod:`cselab.distributed`) and gradients averaged, as DDP does.
+
+A method supplies ``columns``, ``loss(encoder, rows)`` and ``eval_encoder(encoder)``
+(:mod:`cselab.methods`); nothing here is specific to one method.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data as D
+from . import distributed as dist_utils
+from .checkpoints import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from .configs import TrainConfig, config_from_dict
+from .encoders import SentenceEncoder
+from .evaluate import spearman_on_pairs
+from .methods import build_method
+from .utils import seed_everything
+
+CONFIG_FILE = "train_config.json"
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. Scores are Spearman x 100 on the evaluation pairs."""
+
+    output_dir: Path
+    best_dir: Path
+    initial_score: float
+    best_score: float
+    best_step: int
+    final_score: float
+    steps: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ data
+def resolve_train_file(train_file: str, data_dir=None, download: bool = True) -> Path:
+    """A registry name (``wiki1m``, ``nli``) -> its file under the data root; else a path."""
+    if train_file in D.REGISTRY:
+        root = D.data_root(data_dir, must_exist=False)
+        target = root / D.REGISTRY[train_file].target
+        if not target.exists():
+            if not download:
+                raise D.DataNotFoundError(f"{target} is missing; run `cselab download {train_file}`.")
+            D.download(train_file, root)
+        return target
+    path = Path(train_file).expanduser()
+    if not path.is_file():
+        raise D.DataNotFoundError(f"Training file {path} does not exist (train_file={train_file!r}); pass a "
+                                  f"path or one of {sorted(D.REGISTRY)}.")
+    return path
+
+
+def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...], data_dir=None):
+    """Tokenise the training file once with ``datasets`` (cached ``map``); returns a Dataset.
+
+    ``.txt``: one sentence per line (column ``sent0``); ``.csv``: ``sent0,sent1[,hard_neg]``;
+    ``.tsv``: tab-separated with a ``sentence`` column (the course's toy corpus).
+    Each needed column becomes a column of token-id lists truncated to ``max_length``.
+    """
+    import datasets
+
+    path = resolve_train_file(config.train_file, data_dir)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        ds = datasets.load_dataset("text", data_files=str(path), split="train").rename_column("text", "sent0")
+    elif suffix in (".csv", ".tsv"):
+        ds = datasets.load_dataset("csv", data_files=str(path), split="train",
+                                   delimiter="\t" if suffix == ".tsv" else ",")
+        if "sentence" in ds.column_names and "sent0" not in ds.column_names:
+            ds = ds.rename_column("sentence", "sent0")
+    else:
+        raise ValueError(f"{path}: unsupported training file type {suffix!r}; use .txt, .csv or .tsv.")
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"{path}: method {config.method!r} needs columns {list(columns)}, the file has "
+                         f"{ds.column_names} (missing {missing}).")
+    if config.max_train_samples is not None:
+        ds = ds.select(range(min(config.max_train_samples, len(ds))))
+    if len(ds) == 0:
+        raise ValueError(f"{path}: no training examples.")
+
+    def tokenize(batch):
+        # SimCSE replaces missing fields by " " (train.py:prepare_features)
+        return {c: tokenizer([x if x is not None else " " for x in batch[c]], truncation=True,
+                             max_length=config.max_length)["input_ids"] for c in columns}
+
+    return ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc="Tokenising")
+
+
+def evaluation_pairs(config: TrainConfig, data_dir=None) -> D.ScoredPairs:
+    return D.read_stsb("dev", data_dir) if config.eval_data == "stsb-dev" else D.read_scored_pairs()
+
+
+# ------------------------------------------------------------------ helpers
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' but CUDA is not available; use --set device=cpu.")
+        index = int(os.environ.get("LOCAL_RANK", 0))
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.precision == "fp32":
+        return None
+    if config.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if config.precision == "bf16":
+        raise RuntimeError("precision='bf16' but this GPU does not support bfloat16.")
+    return torch.float16
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Set every dropout probability of the encoder (SimCSE's only augmentation)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+
+
+class _Trainable(nn.Module):
+    """Encoder weights + method head, one module for optimizer, checkpoints and clipping."""
+
+    def __init__(self, encoder: SentenceEncoder, method: nn.Module):
+        super().__init__()
+        self.encoder_model = encoder.model
+        self.method = method
+
+
+def _write_metrics(output_dir: Path, history: list[dict]) -> None:
+    with open(output_dir / "metrics.jsonl", "w", encoding="utf-8") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
+    keys = ["step", "epoch", "loss", "learning_rate", "eval_score", "best_score", "seconds"]
+    with open(output_dir / "metrics.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _check_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> None:
+    saved = output_dir / CONFIG_FILE
+    if saved.is_file():
+        previous = config_from_dict(json.loads(saved.read_text("utf-8")))
+        if not resume:
+            raise FileExistsError(f"{output_dir} already holds a training run; pass resume=True (--resume) to "
+                                  "continue it, or choose another output directory. Nothing was overwritten.")
+        if previous != config:
+            diff = {k: (v, config.to_dict()[k]) for k, v in previous.to_dict().items() if config.to_dict()[k] != v}
+            raise ValueError(f"{output_dir} holds a run with a different configuration {diff} (saved, now); "
+                             "resume needs the same configuration.")
+    # fail before any work if the folder cannot be written
+    output_dir.mkdir(parents=True, exist_ok=True)
+    probe = output_dir / ".write-test"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"Cannot write to the output directory {output_dir}: {exc}") from None
+
+
+# ------------------------------------------------------------------ the loop
+def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = False, data_dir=None,
+          encoder: SentenceEncoder | None = None, progress: bool | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Train ``config.method`` and keep the best model (by the evaluation score) in ``OUTPUT/best``.
+
+    Args:
+        config: the run's configuration (see :mod:`cselab.configs`).
+        output_dir: checkpoints, metrics and the best model go here.
+        resume: continue from the newest checkpoint in ``output_dir``.
+        data_dir: data root for registry files and STS-B dev.
+        encoder: start from this encoder instead of loading ``config.model``.
+        progress: tqdm bar (default: on when attached to a terminal or notebook, off in CI).
+        stop_after: stop (as if interrupted) after this many steps in this call; for tests and demos.
+    """
+    from tqdm.auto import tqdm
+
+    start_time = time.perf_counter()
+    output_dir = Path(output_dir)
+    _check_output_dir(output_dir, config, resume)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    if rank == 0:
+        (output_dir / CONFIG_FILE).write_text(config.to_json(), "utf-8")
+    seed_everything(config.seed)
+    device = _device(config)
+    if encoder is None:
+        encoder = SentenceEncoder.from_pretrained(config.model, pooling=config.train_pooling, seed=config.seed)
+    encoder = encoder.to(device)
+    set_dropout(encoder.model, config.dropout)
+    method = build_method(config, encoder).to(device)
+    modules = _Trainable(encoder, method)
+    dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir)
+    pairs = evaluation_pairs(config, data_dir)
+
+    global_batch = config.batch_size * world
+    if world > 1:  # every process needs a full slice: drop the last incomplete global batch
+        steps_per_epoch = len(dataset) // global_batch
+    else:
+        steps_per_epoch = math.ceil(len(dataset) / global_batch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} training examples are fewer than one global batch of {global_batch}.")
+    total = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(modules.parameters(), lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8,
+                                  weight_decay=0.0, **({"fused": True} if fused else {}))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
+    dtype = _autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+    def evaluate() -> float:
+        score = spearman_on_pairs(method.eval_encoder(encoder), pairs, show_progress=False)
+        modules.train()
+        return score
+
+    step, epoch, position, history = 0, 0, 0, []
+    best_score, best_step, initial_score = -math.inf, 0, None
+    ckpt = latest_checkpoint(output_dir) if resume else None
+    if ckpt is not None:
+        meta = load_checkpoint(ckpt, modules=modules, optimizer=optimizer, scheduler=scheduler)
+        step, epoch, position = meta["step"], meta["epoch"], meta["position"]
+        extra = meta["extra"]
+        history, best_score, best_step = extra["history"], extra["best_score"], extra["best_step"]
+        initial_score = extra["initial_score"]
+        if rank == 0:
+            _write_metrics(output_dir, history)
+    elif resume and rank == 0:
+        print(f"No checkpoint in {output_dir}: starting from scratch.")
+    if initial_score is None:
+        initial_score = evaluate()
+        history.append({"step": 0, "epoch": 0, "eval_score": initial_score, "best_score": initial_score,
+                        "seconds": 0.0})
+        best_score = initial_score
+        if rank == 0:
+            method.eval_encoder(encoder).save_sentence_transformer(output_dir / "best")
+            _write_metrics(output_dir, history)
+
+    show = progress if progress is not None else (rank == 0 and os.environ.get("CI") is None)
+    bar = tqdm(total=total, initial=step, disable=not show, desc=config.method, unit="step")
+    running, count = torch.zeros((), device=device), 0
+    steps_this_call = 0
+    modules.train()
+    while step < total:
+        if position >= steps_per_epoch:
+            epoch, position = epoch + 1, 0
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+        while position < steps_per_epoch and step < total:
+            start = position * global_batch + rank * config.batch_size
+            rows = dataset[order[start:start + config.batch_size]]
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = method.loss(encoder, rows)
+            if config.scale_fix:
+                loss = loss * world
+            (scaler.scale(loss) if scaler else loss).backward()
+            if world > 1:
+                for p in modules.parameters():
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad /= world  # DDP's average: the 1/N scale of reference §4
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(modules.parameters(), config.grad_clip)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += loss.detach()  # no host sync here: .item() only when logging
+            count += 1
+            step, position, steps_this_call = step + 1, position + 1, steps_this_call + 1
+            bar.update(1)
+            record = {}
+            if step % config.log_steps == 0 or step == total:
+                record.update(loss=(running / count).item(), learning_rate=scheduler.get_last_lr()[0])
+                running, count = torch.zeros((), device=device), 0
+            if step % config.eval_steps == 0 or step == total:
+                score = evaluate()
+                record["eval_score"] = score
+                if score > best_score and rank == 0:
+                    best_score, best_step = score, step
+                    method.eval_encoder(encoder).save_sentence_transformer(output_dir / "best")
+                record["best_score"] = best_score
+                bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", dev=f"{score:.2f}")
+            if record:
+                record.update(step=step, epoch=epoch, seconds=round(time.perf_counter() - start_time, 3))
+                history.append(record)
+                if rank == 0:
+                    _write_metrics(output_dir, history)
+            if (step % config.save_steps == 0 or step == total) and rank == 0:
+                save_checkpoint(output_dir, modules=modules, optimizer=optimizer, scheduler=scheduler, step=step,
+                                epoch=epoch, position=position,
+                                extra={"history": history, "best_score": best_score, "best_step": best_step,
+                                       "initial_score": initial_score, "config": config.to_dict()})
+            if stop_after is not None and steps_this_call >= stop_after:
+                bar.close()
+                raise KeyboardInterrupt(f"stopped after {steps_this_call} steps (stop_after)")
+    bar.close()
+    final_score = next(r["eval_score"] for r in reversed(history) if "eval_score" in r)
+    result = TrainResult(output_dir, output_dir / "best", initial_score, best_score, best_step, final_score, step,
+                         time.perf_counter() - start_time, history)
+    if rank == 0:
+        summary = {k: v for k, v in result.__dict__.items() if k != "history"}
+        summary.update(output_dir=str(output_dir), best_dir=str(result.best_dir), config=config.to_dict())
+        (output_dir / RESULT_FILE).write_text(json.dumps(summary, indent=2), "utf-8")
+    return result
+
+
+def load_or_train(config: TrainConfig, output_dir: str | os.PathLike, **kwargs) -> SentenceEncoder:
+    """Lecture mode: the best model of a finished run of the same configuration, else train (or resume)."""
+    output_dir = Path(output_dir)
+    saved, finished = output_dir / CONFIG_FILE, output_dir / RESULT_FILE
+    if saved.is_file() and finished.is_file():
+        if config_from_dict(json.loads(saved.read_text("utf-8"))) == config:
+            return SentenceEncoder.from_pretrained(output_dir / "best")
+    train(config, output_dir, resume=saved.is_file(), **kwargs)
+    return SentenceEncoder.from_pretrained(output_dir / "best")
+
+
+__all__ = ["CheckpointError", "TrainResult", "load_or_train", "load_training_data", "train"]
