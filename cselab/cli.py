@@ -1,4 +1,4 @@
-"""The ``cselab`` command: ``cselab eval MODEL`` and ``cselab download NAME``."""
+"""The ``cselab`` command: ``cselab train``, ``cselab eval MODEL`` and ``cselab download NAME``."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,21 @@ from .encoders import POOLERS
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cselab", description="Contrastive sentence-embedding course tools.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    from .configs import PRESETS
+
+    tr = sub.add_parser("train", help="train with a preset (see --preset); prints STS-B dev before/after",
+                        description="Train a contrastive method with one of the papers' presets. "
+                                    "Every key of the configuration can be overridden with --set key=value; "
+                                    "bad keys and values fail before any work starts.")
+    tr.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
+                    help="one of: " + ", ".join(sorted(PRESETS)))
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a configuration key (repeatable), e.g. --set batch_size=32 --set max_steps=100")
+    tr.add_argument("--output", default=None, help="run directory (default: build/runs/<preset>)")
+    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    tr.add_argument("--data-dir", default=None, help=f"data root (default: ${D.DATA_ENV}, else the cache)")
+    tr.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
 
     ev = sub.add_parser("eval", help="evaluate an encoder on the STS tasks (SimCSE protocol)")
     ev.add_argument("model", help="hub id, local model directory, or cselab/tiny")
@@ -31,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train(parser, args)
     if args.command == "download":
         path = D.download(args.name, args.dest, force=args.force)
         print(f"{args.name}: {path}")
@@ -46,6 +64,28 @@ def main(argv: list[str] | None = None) -> int:
     scores = evaluate_sts(encoder, args.data_dir, args.tasks, args.split, args.batch_size)
     if args.json:
         print(json.dumps(scores, indent=2))
+    return 0
+
+
+def _train(parser: argparse.ArgumentParser, args) -> int:
+    from pathlib import Path
+
+    from .configs import resolve_config
+
+    try:
+        config = resolve_config(args.preset, args.overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.dry_run:
+        print(config.to_json())
+        return 0
+    from .train import train
+
+    output = Path(args.output or Path("build") / "runs" / args.preset)
+    result = train(config, output, resume=args.resume, data_dir=args.data_dir)
+    print(f"evaluation score ({config.eval_data}): initial {result.initial_score:.2f}, best {result.best_score:.2f} "
+          f"at step {result.best_step}, final {result.final_score:.2f}; {result.steps} steps in {result.seconds:.0f} s")
+    print(f"best model: {result.best_dir} (SentenceEncoder.from_pretrained or SentenceTransformer loads it)")
     return 0
 
 

@@ -91,7 +91,9 @@ class TrainConfig:
             problems.append(f"temperature={self.temperature} (must be > 0)")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout={self.dropout} (must be in [0, 1))")
-        if self.grad_clip <= 0:
+        if not self.hard_negative_weight == self.hard_negative_weight or self.hard_negative_weight == float("inf"):
+            problems.append(f"hard_negative_weight={self.hard_negative_weight} (must be finite, or -inf for alpha = 0)")
+        if not self.grad_clip > 0:
             problems.append(f"grad_clip={self.grad_clip} (must be > 0)")
         if self.eval_data not in ("stsb-dev", "sample"):
             problems.append(f"eval_data={self.eval_data!r} (choose 'stsb-dev' or 'sample')")

@@ -140,6 +140,12 @@ def set_dropout(model: nn.Module, p: float) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = p
+        elif isinstance(getattr(module, "dropout_prob", None), float):
+            module.dropout_prob = p  # SDPA attention in transformers 4.4x reads a plain float
+    config = getattr(model, "config", None)
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(config, key):
+            setattr(config, key, p)  # so a saved model records the training value
 
 
 class _Trainable(nn.Module):

@@ -1,0 +1,232 @@
+"""Training configurations: the papers' presets, overrides, validation and (de)serialisation.
+
+The expected hyper-parameters are written out here from SimCSE (reference/methods.md §1, §2.3,
+§3.3: paper Table A.1, run_unsup_example.sh, run_sup_example.sh, HF Trainer defaults), not
+read from cselab.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from cselab.configs import PRESETS, TrainConfig, config_from_dict, resolve_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+# shared by every SimCSE base run: 32 tokens, tau 0.05, dropout 0.1 (config default), dev eval every
+# 125 steps (scripts), HF defaults seed 42 and max_grad_norm 1.0
+COMMON = dict(max_length=32, temperature=0.05, dropout=0.1, eval_steps=125, seed=42, grad_clip=1.0,
+              max_steps=None, max_train_samples=None)
+PAPER = {
+    "unsup-simcse-bert-base": dict(method="unsup-simcse", model="bert-base-uncased", train_file="wiki1m",
+                                   batch_size=64, learning_rate=3e-5, epochs=1),
+    "unsup-simcse-roberta-base": dict(method="unsup-simcse", model="roberta-base", train_file="wiki1m",
+                                      batch_size=512, learning_rate=1e-5, epochs=1),
+    "sup-simcse-bert-base": dict(method="sup-simcse", model="bert-base-uncased", train_file="nli",
+                                 batch_size=512, learning_rate=5e-5, epochs=3, hard_negative_weight=0.0),
+    "sup-simcse-roberta-base": dict(method="sup-simcse", model="roberta-base", train_file="nli",
+                                    batch_size=512, learning_rate=5e-5, epochs=3, hard_negative_weight=0.0),
+}
+BASE = "unsup-simcse-bert-base"
+
+
+# ----------------------------------------------------------------------------- presets
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_presets_have_the_paper_hyperparameters(name):
+    config = PRESETS[name]
+    for key, value in {**COMMON, **PAPER[name]}.items():
+        assert getattr(config, key) == value, f"{name}: {key}={getattr(config, key)!r}, paper: {value!r}"
+    assert config.eval_data == "stsb-dev"  # SimCSE selects checkpoints on STS-B dev
+    assert config.scale_fix is False  # SimCSE keeps the 1/N gradient scale
+    assert config.train_pooling == "cls"  # MLP over [CLS] in training, both variants
+    assert config.eval_pooling == ("cls_before_pooler" if config.method == "unsup-simcse" else "cls")
+
+
+def test_unsup_bert_is_the_default_config():
+    assert TrainConfig() == PRESETS[BASE]
+
+
+@pytest.mark.parametrize("method", ["unsup-simcse", "sup-simcse"])
+@pytest.mark.parametrize("variant", ["ci", "laptop"])
+def test_ci_and_laptop_variants_exist(method, variant):
+    config = PRESETS[f"{method}-{variant}"]
+    assert config.method == method
+    # only model, data and budget change: the method's own hyper-parameters are the paper's
+    assert (config.temperature, config.dropout, config.max_length) == (0.05, 0.1, 32)
+    assert config.max_steps is not None and config.max_steps >= 1
+
+
+@pytest.mark.parametrize("method", ["unsup-simcse", "sup-simcse"])
+def test_ci_variant_is_offline(method):
+    config = PRESETS[f"{method}-ci"]
+    assert config.model == "cselab/tiny"
+    path = Path(config.train_file)
+    assert path.is_absolute() and path.is_file(), config.train_file
+    assert path.resolve().parent == (REPO / "data").resolve()
+    assert config.device == "cpu" and config.eval_data == "sample"
+    if method == "sup-simcse":  # the NLI triplets: the columns supervised SimCSE reads
+        header = path.read_text("utf-8").splitlines()[0]
+        assert header.split(",")[:3] == ["sent0", "sent1", "hard_neg"]
+
+
+def test_laptop_variants_use_the_registry_data():
+    assert PRESETS["unsup-simcse-laptop"].train_file == "wiki1m"
+    assert PRESETS["sup-simcse-laptop"].train_file == "nli"
+
+
+# ----------------------------------------------------------------------------- overrides
+def test_text_overrides_are_converted_to_the_field_types():
+    config = resolve_config(BASE, {"batch_size": "16", "learning_rate": "1e-4", "scale_fix": "true",
+                                   "max_steps": "None", "temperature": "0.1", "model": "roberta-base",
+                                   "max_train_samples": "1000", "hard_negative_weight": "-1.5"})
+    assert config.batch_size == 16 and type(config.batch_size) is int
+    assert config.learning_rate == 1e-4 and type(config.learning_rate) is float
+    assert config.scale_fix is True
+    assert config.max_steps is None
+    assert config.temperature == 0.1 and config.model == "roberta-base"
+    assert config.max_train_samples == 1000 and config.hard_negative_weight == -1.5
+    # untouched keys keep the preset's values
+    assert config.epochs == 1 and config.train_file == "wiki1m"
+
+
+def test_text_overrides_as_a_list_of_key_value():
+    config = resolve_config("sup-simcse-ci", ["max_steps=5", "scale_fix = no", "temperature=1",
+                                              "hard_negative_weight=-inf", "train_file=a=b.csv"])
+    assert config.max_steps == 5 and config.scale_fix is False
+    assert config.temperature == 1.0 and type(config.temperature) is float
+    assert config.hard_negative_weight == -math.inf
+    assert config.train_file == "a=b.csv"  # split on the first '=' only
+
+
+@pytest.mark.parametrize("text,value", [("none", None), ("null", None), ("", None), ("7", 7)])
+def test_optional_int_accepts_none(text, value):
+    assert resolve_config(BASE, {"max_steps": text}).max_steps == value
+
+
+@pytest.mark.parametrize("text,value", [("true", True), ("1", True), ("yes", True), ("False", False),
+                                        ("0", False), ("no", False)])
+def test_bool_overrides(text, value):
+    assert resolve_config(BASE, {"scale_fix": text}).scale_fix is value
+
+
+def test_typed_keyword_overrides():
+    config = resolve_config("sup-simcse-ci", temperature=0.2, max_steps=None)
+    assert config.temperature == 0.2 and config.max_steps is None and config.method == "sup-simcse"
+
+
+def test_presets_are_not_modified_by_overrides():
+    before = PRESETS[BASE]
+    resolve_config(BASE, {"batch_size": "8"})
+    assert PRESETS[BASE] is before and PRESETS[BASE].batch_size == 64
+
+
+@pytest.mark.parametrize("overrides", [{"batchsize": "3"}, ["batchsize=3"]])
+def test_unknown_key_is_rejected_by_name(overrides):
+    with pytest.raises(ValueError, match="batchsize"):
+        resolve_config(BASE, overrides)
+
+
+def test_unknown_keyword_is_rejected_by_name():
+    with pytest.raises(ValueError, match="learning_rat"):
+        resolve_config(BASE, learning_rat=1e-3)
+
+
+def test_override_without_equals_sign_is_rejected():
+    with pytest.raises(ValueError, match="batch_size16"):
+        resolve_config(BASE, ["batch_size16"])
+
+
+@pytest.mark.parametrize("key,text", [
+    ("batch_size", "0"),
+    ("batch_size", "-4"),
+    ("batch_size", "16.5"),
+    ("temperature", "-1"),
+    ("temperature", "0"),
+    ("temperature", "nan"),
+    ("dropout", "1.5"),
+    ("dropout", "-0.1"),
+    ("precision", "fp8"),
+    ("method", "x"),
+    ("learning_rate", "abc"),
+    ("learning_rate", "0"),
+    ("epochs", "0"),
+    ("max_length", "1"),
+    ("max_steps", "0"),
+    ("max_train_samples", "0"),
+    ("eval_data", "stsb-test"),
+    ("device", "tpu"),
+    ("grad_clip", "0"),
+    ("scale_fix", "maybe"),
+    ("seed", "forty-two"),
+])
+def test_bad_values_are_rejected_naming_the_key(key, text):
+    with pytest.raises(ValueError, match=key):
+        resolve_config(BASE, {key: text})
+    with pytest.raises(ValueError, match=key):
+        resolve_config(BASE, [f"{key}={text}"])
+
+
+def test_nan_grad_clip_is_rejected():
+    with pytest.raises(ValueError, match="grad_clip"):
+        resolve_config(BASE, {"grad_clip": "nan"})
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "+inf"])
+def test_non_finite_hard_negative_weight_is_rejected(text):
+    with pytest.raises(ValueError, match="hard_negative_weight"):
+        resolve_config("sup-simcse-ci", {"hard_negative_weight": text})
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ValueError) as info:
+        resolve_config("simcse-bert")
+    message = str(info.value)
+    assert "simcse-bert" in message
+    for name in PRESETS:
+        assert name in message
+
+
+def test_every_preset_is_valid():
+    for name, config in PRESETS.items():
+        assert isinstance(config, TrainConfig)
+        assert resolve_config(name) == config
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PRESETS[BASE].batch_size = 1  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------- serialisation
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_json_round_trip(name):
+    config = resolve_config(name, {"max_steps": "3", "scale_fix": "true"})
+    text = config.to_json()
+    data = json.loads(text)
+    assert set(data) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert config_from_dict(data) == config
+    assert config_from_dict(config.to_dict()) == config
+
+
+def test_round_trip_keeps_none_and_negative_infinity():
+    config = resolve_config("sup-simcse-ci", {"max_steps": "none", "hard_negative_weight": "-inf"})
+    back = config_from_dict(json.loads(config.to_json()))
+    assert back.max_steps is None and back.hard_negative_weight == -math.inf
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    data = PRESETS[BASE].to_dict()
+    data["warmup_ratio"] = 0.1
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        config_from_dict(data)
+
+
+def test_config_from_dict_validates_values():
+    data = PRESETS[BASE].to_dict()
+    data["temperature"] = 0.0
+    with pytest.raises(ValueError, match="temperature"):
+        config_from_dict(data)
