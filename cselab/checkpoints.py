@@ -168,7 +168,10 @@ def load_checkpoint(path: str | os.PathLike, *, modules: torch.nn.Module, optimi
                                   "resume from an earlier checkpoint or start over.")
     modules.load_state_dict(load_file(str(path / "model.safetensors")))
     _restore_optimizer(optimizer, load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
-    scheduler.load_state_dict(meta["scheduler"])
+    sched = dict(meta["scheduler"])
+    if hasattr(scheduler, "lr_lambdas"):  # functions are not saved; LambdaLR keeps its own
+        sched.setdefault("lr_lambdas", [None] * len(scheduler.lr_lambdas))
+    scheduler.load_state_dict(sched)
     rng = load_file(str(path / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():

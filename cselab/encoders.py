@@ -408,6 +408,9 @@ class SentenceEncoder(nn.Module):
         dense = None
         if self.pooling == "cls" and self.projector is None:
             pooler = getattr(self.model, "pooler", None)
+            if pooler is None or not hasattr(pooler, "dense"):
+                raise ValueError(f"{self.name}: pooling='cls' without a projector needs the model's pooler, and "
+                                 "this model has none; use cls_before_pooler or pass a projector.")
             dense = (pooler.dense, "Tanh")  # pooler_output = tanh(W h_cls + b)
         elif self.projector is not None:
             layers = list(self.projector) if isinstance(self.projector, nn.Sequential) else [self.projector]
@@ -415,8 +418,12 @@ class SentenceEncoder(nn.Module):
                     len(layers) == 2 and type(layers[1]).__name__ not in ("Tanh", "Identity")):
                 raise ValueError("save_sentence_transformer supports a projector of Linear (+ Tanh) only.")
             dense = (layers[0], type(layers[1]).__name__ if len(layers) == 2 else "Identity")
+        import shutil
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.old*"):  # left by a save killed between its renames
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             self.model.save_pretrained(tmp, safe_serialization=True)
@@ -451,17 +458,14 @@ class SentenceEncoder(nn.Module):
                 (tmp / modules[-1]["path"]).mkdir()
             (tmp / "modules.json").write_text(json.dumps(modules, indent=2), "utf-8")
             if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                os.replace(path, old)
+                # a fresh name each time: a save killed between the two renames cannot block later ones
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+                os.replace(path, old / path.name)
                 os.replace(tmp, path)
-                import shutil
-
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
         except BaseException:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path

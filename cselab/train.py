@@ -88,8 +88,8 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
     if suffix == ".txt":
         ds = datasets.load_dataset("text", data_files=str(path), split="train").rename_column("text", "sent0")
     elif suffix in (".csv", ".tsv"):
-        ds = datasets.load_dataset("csv", data_files=str(path), split="train",
-                                   delimiter="\t" if suffix == ".tsv" else ",")
+        tsv = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3 = csv.QUOTE_NONE: quotes are text
+        ds = datasets.load_dataset("csv", data_files=str(path), split="train", **tsv)
         if "sentence" in ds.column_names and "sent0" not in ds.column_names:
             ds = ds.rename_column("sentence", "sent0")
     else:
@@ -210,8 +210,6 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     output_dir = Path(output_dir)
     _check_output_dir(output_dir, config, resume)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    if rank == 0:
-        (output_dir / CONFIG_FILE).write_text(config.to_json(), "utf-8")
     seed_everything(config.seed)
     device = _device(config)
     if encoder is None:
@@ -222,6 +220,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     modules = _Trainable(encoder, method)
     dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir)
     pairs = evaluation_pairs(config, data_dir)
+    if rank == 0:  # only once model and data loaded: a failed start must not claim the folder
+        (output_dir / CONFIG_FILE).write_text(config.to_json(), "utf-8")
 
     global_batch = config.batch_size * world
     if world > 1:  # every process needs a full slice: drop the last incomplete global batch
@@ -255,6 +255,7 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
         extra = meta["extra"]
         history, best_score, best_step = extra["history"], extra["best_score"], extra["best_step"]
         initial_score = extra["initial_score"]
+        running_restored = (extra.get("running_loss", 0.0), extra.get("running_count", 0))
         if rank == 0:
             _write_metrics(output_dir, history)
     elif resume and rank == 0:
@@ -271,6 +272,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     show = progress if progress is not None else (rank == 0 and os.environ.get("CI") is None)
     bar = tqdm(total=total, initial=step, disable=not show, desc=config.method, unit="step")
     running, count = torch.zeros((), device=device), 0
+    if ckpt is not None:  # the loss average since the last log line continues across a resume
+        running, count = torch.tensor(running_restored[0], device=device), running_restored[1]
     steps_this_call = 0
     modules.train()
     while step < total:
@@ -325,7 +328,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
                 save_checkpoint(output_dir, modules=modules, optimizer=optimizer, scheduler=scheduler, step=step,
                                 epoch=epoch, position=position,
                                 extra={"history": history, "best_score": best_score, "best_step": best_step,
-                                       "initial_score": initial_score, "config": config.to_dict()})
+                                       "initial_score": initial_score, "config": config.to_dict(),
+                                       "running_loss": running.item(), "running_count": count})
             if stop_after is not None and steps_this_call >= stop_after:
                 bar.close()
                 raise KeyboardInterrupt(f"stopped after {steps_this_call} steps (stop_after)")

@@ -71,11 +71,7 @@ def _keep_global_rng():
 
 
 @pytest.mark.parametrize("kind", [
-    pytest.param("lambda", marks=pytest.mark.xfail(
-        strict=True, raises=KeyError,
-        reason="BUG: save_checkpoint drops 'lr_lambdas' from the scheduler state (checkpoints.py:108) but "
-               "LambdaLR.load_state_dict pops it unconditionally -> KeyError 'lr_lambdas' in load_checkpoint "
-               "(checkpoints.py:171); every resume of cselab.train fails")),
+    "lambda",
     "linear",
 ])
 def test_round_trip_restores_everything_exactly(tmp_path, kind):

@@ -1,0 +1,542 @@
+"""The training loop (cselab.train): resume equivalence (in process and after kill -9), run-directory
+safety, metrics files, load_or_train, the presets' pipeline on the tiny model, and training data."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cselab.train as T
+from cselab import SentenceEncoder
+from cselab.checkpoints import latest_checkpoint
+from cselab.configs import COURSE_DATA, PRESETS, resolve_config
+from cselab.data import DataNotFoundError, read_scored_pairs
+from cselab.evaluate import spearman_on_pairs
+from cselab.train import load_or_train, load_training_data, train
+
+REPO = Path(__file__).resolve().parents[1]
+SENTENCES = ["A man is playing a guitar .", "A woman slices an onion in the kitchen .", "Two dogs run .",
+             "The cook eats some fruit at the beach ."]
+CKPT_FILES = {"model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"}
+
+
+
+# ------------------------------------------------------------------ helpers and shared runs
+@pytest.fixture(scope="module", autouse=True)
+def datasets_cache(tmp_path_factory):
+    """Keep datasets' cache (load_dataset + map results) out of ~/.cache for this module."""
+    import datasets.config
+
+    cache = tmp_path_factory.mktemp("hf_datasets")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_DATASETS_CACHE", str(cache))
+        mp.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+        yield cache
+
+
+def ci(preset: str = "unsup-simcse-ci", **values):
+    settings = dict(max_steps=10, save_steps=2, eval_steps=5, log_steps=1)
+    settings.update(values)
+    return resolve_config(preset, **settings)
+
+
+def comparable(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def assert_same_history(got, want):
+    got, want = comparable(got), comparable(want)
+    assert [sorted(r) for r in got] == [sorted(r) for r in want]
+    for a, b in zip(got, want):
+        for key, value in b.items():
+            if isinstance(value, float):
+                assert a[key] == pytest.approx(value, rel=0, abs=1e-6), (b["step"], key)
+            else:
+                assert a[key] == value, (b["step"], key)
+
+
+def assert_same_result(got, want):
+    assert_same_history(got.history, want.history)
+    assert got.steps == want.steps
+    assert got.best_step == want.best_step
+    for name in ("initial_score", "best_score", "final_score"):
+        assert getattr(got, name) == pytest.approx(getattr(want, name), rel=0, abs=1e-6), name
+
+
+def assert_same_best(dir_a: Path, dir_b: Path):
+    a, b = SentenceEncoder.from_pretrained(dir_a), SentenceEncoder.from_pretrained(dir_b)
+    assert (a.pooling, a.projector is None) == (b.pooling, b.projector is None)
+    torch.testing.assert_close(a.encode(SENTENCES), b.encode(SENTENCES), rtol=0, atol=1e-6)
+
+
+def assert_same_final_weights(dir_a: Path, dir_b: Path):
+    a = load_file(str(latest_checkpoint(dir_a) / "model.safetensors"))
+    b = load_file(str(latest_checkpoint(dir_b) / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, datasets_cache):
+    """Uninterrupted unsup run: 10 steps, checkpoint every 2, eval every 5, loss every step."""
+    return train(ci(), tmp_path_factory.mktemp("reference") / "run", progress=False)
+
+
+@pytest.fixture(scope="module")
+def log3(tmp_path_factory, datasets_cache):
+    """Uninterrupted sup run whose loss is logged every 3 steps (not a multiple of save_steps=2)."""
+    return train(ci("sup-simcse-ci", log_steps=3), tmp_path_factory.mktemp("log3") / "run", progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    return SentenceEncoder.from_pretrained("cselab/tiny").tokenizer
+
+
+# ------------------------------------------------------------------ resume
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, reference):
+    config = ci()
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, progress=False, stop_after=4)
+    assert json.loads((out / "latest.json").read_text()) == {"checkpoint": "ckpt-4", "step": 4}
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 1, 2, 3, 4]
+    assert not (out / T.RESULT_FILE).exists()
+
+    result = train(config, out, resume=True, progress=False)
+    assert_same_result(result, reference)
+    assert read_jsonl(out / "metrics.jsonl") == result.history
+    assert_same_final_weights(out, reference.output_dir)
+    assert_same_best(out / "best", reference.best_dir)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import cselab.train as T
+    from cselab.configs import resolve_config
+
+    real_save = T.save_checkpoint
+
+    def slow_save(*args, **kwargs):
+        # a pause after the step (metrics already written) and before its checkpoint, so the
+        # parent's SIGKILL lands mid-run with metrics ahead of the newest checkpoint
+        if kwargs["step"] >= 6:
+            time.sleep(0.5)
+        return real_save(*args, **kwargs)
+
+    T.save_checkpoint = slow_save
+    config = resolve_config("unsup-simcse-ci", max_steps=12, save_steps=2, eval_steps=4, log_steps=1)
+    T.train(config, sys.argv[1], progress=False)
+""")
+
+
+def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
+    config = ci(max_steps=12, save_steps=2, eval_steps=4, log_steps=1)
+    out = tmp_path / "killed"
+    env = dict(os.environ, CI="1", TOKENIZERS_PARALLELISM="false")
+    log = tmp_path / "child.log"  # a file, not a pipe: a full pipe would stall the child
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(out)], cwd=tmp_path, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        # kill once a checkpoint of step >= 4 exists and the metrics are ahead of it (the child
+        # pauses before each checkpoint from step 6 on), or at the latest once step 8 is saved
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                saved = json.loads((out / "latest.json").read_text())["step"]
+                logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+            except (OSError, ValueError, KeyError, IndexError):
+                saved = logged = -1
+            if saved >= 4 and (logged > saved or saved >= 8):
+                break
+            time.sleep(0.02)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = log.read_text(errors="replace")
+    assert proc.returncode in (-signal.SIGKILL, 0), stderr[-3000:]
+    assert (out / T.CONFIG_FILE).is_file(), stderr[-3000:]
+    ckpt = latest_checkpoint(out)
+    assert ckpt is not None and {p.name for p in ckpt.iterdir()} == CKPT_FILES
+    logged = read_jsonl(out / "metrics.jsonl")
+    print(f"killed with checkpoint {ckpt.name}; metrics.jsonl reached step {logged[-1]['step']}")
+
+    resumed = train(config, out, resume=True, progress=False)
+    want = train(config, tmp_path / "uninterrupted", progress=False)
+    assert_same_result(resumed, want)
+    assert read_jsonl(out / "metrics.jsonl") == resumed.history
+    assert_same_final_weights(out, want.output_dir)
+    assert_same_best(out / "best", want.best_dir)
+
+
+def test_resume_between_log_steps_keeps_running_loss(tmp_path, log3):
+    config = ci("sup-simcse-ci", log_steps=3)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, progress=False, stop_after=4)
+    result = train(config, out, resume=True, progress=False)
+    assert_same_result(result, log3)
+
+
+def test_resume_across_epochs(tmp_path):
+    """37 examples, batch 8: 5 steps per epoch (the last batch short), 3 epochs, data reshuffled per epoch;
+    interrupted once exactly at an epoch's end (step 5) and once inside the second epoch (step 6)."""
+    config = ci("sup-simcse-ci", max_steps=None, max_train_samples=37, batch_size=8, epochs=3, save_steps=3,
+                eval_steps=4)
+    want = train(config, tmp_path / "uninterrupted", progress=False)
+    assert want.steps == 15 and [r["epoch"] for r in want.history if r["step"] in (5, 6, 15)] == [0, 1, 2]
+    for stop, save_steps in ((5, 5), (6, 3)):
+        cfg = dataclasses.replace(config, save_steps=save_steps)
+        out = tmp_path / f"stop{stop}"
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, out, progress=False, stop_after=stop)
+        assert latest_checkpoint(out).name == f"ckpt-{stop}"
+        assert_same_result(train(cfg, out, resume=True, progress=False), want)
+        assert_same_final_weights(out, want.output_dir)
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path):
+    config = ci(max_steps=2, eval_steps=1, save_steps=2)
+    out = tmp_path / "run"
+    first = train(config, out, progress=False)
+    weights = (latest_checkpoint(out) / "model.safetensors").read_bytes()
+    again = train(config, out, resume=True, progress=False)
+    assert_same_result(again, first)
+    assert (latest_checkpoint(out) / "model.safetensors").read_bytes() == weights
+
+
+def test_resume_on_empty_dir_starts_from_scratch(tmp_path, reference, capsys):
+    out = tmp_path / "empty"
+    out.mkdir()
+    result = train(ci(), out, resume=True, progress=False)
+    assert "No checkpoint" in capsys.readouterr().out
+    assert_same_result(result, reference)
+    assert_same_final_weights(out, reference.output_dir)
+
+
+# ------------------------------------------------------------------ run directory safety
+def test_existing_run_without_resume_is_refused(reference):
+    before = tree_digest(reference.output_dir)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(ci(), reference.output_dir, progress=False)
+    assert tree_digest(reference.output_dir) == before
+
+
+def test_resume_with_other_config_names_the_key(reference):
+    before = tree_digest(reference.output_dir)
+    with pytest.raises(ValueError, match="learning_rate") as info:
+        train(ci(learning_rate=1e-3), reference.output_dir, resume=True, progress=False)
+    assert "max_steps" not in str(info.value)  # only the differing key
+    assert tree_digest(reference.output_dir) == before
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if training gets as far as loading a model or data."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training started although the output directory is unusable")
+
+    monkeypatch.setattr(T.SentenceEncoder, "from_pretrained", forbidden)
+    monkeypatch.setattr(T, "load_training_data", forbidden)
+
+
+def test_output_dir_under_a_file_fails_before_training(tmp_path, no_work):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError):
+        train(ci(), blocker / "run", progress=False)
+    assert blocker.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_unwritable_output_dir_fails_before_training(tmp_path, no_work):
+    # root ignores chmod, so make the write probe itself fail: its name is taken by a folder
+    out = tmp_path / "run"
+    (out / ".write-test").mkdir(parents=True)
+    with pytest.raises(PermissionError, match="Cannot write"):
+        train(ci(), out, progress=False)
+    assert not (out / T.CONFIG_FILE).exists()
+
+
+def test_failed_start_does_not_block_the_directory(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(DataNotFoundError):
+        train(ci(train_file=str(tmp_path / "typo.tsv")), out, progress=False)
+    train(ci(max_steps=1, eval_steps=1, save_steps=1), out, progress=False)
+
+
+# ------------------------------------------------------------------ metrics and result files
+def check_metrics_files(result):
+    out = result.output_dir
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert rows == result.history
+    with open(out / "metrics.csv", encoding="utf-8", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["step", "epoch", "loss", "learning_rate", "eval_score", "best_score", "seconds"]
+    assert [int(r["step"]) for r in table] == [r["step"] for r in rows]
+    for line, row in zip(table, rows):
+        for key in ("loss", "eval_score", "best_score"):
+            if key in row:
+                assert float(line[key]) == pytest.approx(row[key], rel=1e-12)
+            else:
+                assert line[key] == ""
+    summary = json.loads((out / T.RESULT_FILE).read_text("utf-8"))
+    assert summary["steps"] == result.steps
+    assert summary["best_score"] == result.best_score and summary["best_step"] == result.best_step
+    assert summary["initial_score"] == result.initial_score and summary["final_score"] == result.final_score
+    assert summary["best_dir"] == str(out / "best")
+    assert json.loads((out / T.CONFIG_FILE).read_text("utf-8")) == summary["config"]
+    return rows
+
+
+def test_metrics_one_row_per_logged_step(reference, log3):
+    rows = check_metrics_files(reference)
+    assert [r["step"] for r in rows] == list(range(11))
+    assert all("loss" in r and "learning_rate" in r for r in rows[1:])
+    assert [r["step"] for r in rows if "eval_score" in r] == [0, 5, 10]
+
+    rows = check_metrics_files(log3)  # loss every 3 steps, eval every 5, and both at the last step
+    assert [r["step"] for r in rows] == [0, 3, 5, 6, 9, 10]
+    assert [r["step"] for r in rows if "loss" in r] == [3, 6, 9, 10]
+    assert [r["step"] for r in rows if "eval_score" in r] == [0, 5, 10]
+    assert rows[1]["learning_rate"] == pytest.approx(PRESETS["sup-simcse-ci"].learning_rate * (10 - 3) / 10)
+
+
+def test_best_dir_reproduces_best_score(reference):
+    encoder = SentenceEncoder.from_pretrained(reference.best_dir)
+    assert encoder.pooling == "cls_before_pooler" and encoder.projector is None
+    score = spearman_on_pairs(encoder, read_scored_pairs(), show_progress=False)
+    assert score == pytest.approx(reference.best_score, abs=1e-4)
+
+
+# ------------------------------------------------------------------ load_or_train
+def test_load_or_train_returns_finished_run_without_training(reference, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("load_or_train trained although a finished run of this config exists")
+
+    monkeypatch.setattr(T, "train", no_training)
+    encoder = load_or_train(ci(), reference.output_dir)
+    assert encoder.pooling == "cls_before_pooler"
+    torch.testing.assert_close(encoder.encode(SENTENCES),
+                               SentenceEncoder.from_pretrained(reference.best_dir).encode(SENTENCES), rtol=0, atol=0)
+
+
+def test_load_or_train_trains_when_config_differs(reference, tmp_path, monkeypatch):
+    before = tree_digest(reference.output_dir)
+    other = ci(learning_rate=1e-4, max_steps=2, eval_steps=1, save_steps=2)
+    calls = []
+    monkeypatch.setattr(T, "train", lambda config, out, **kw: calls.append((config, Path(out), kw)))
+    load_or_train(other, reference.output_dir)
+    assert calls == [(other, reference.output_dir, {"resume": True})]  # not the stale model
+    monkeypatch.undo()
+    # in the same folder the real train refuses to mix configurations (nothing overwritten) ...
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_or_train(other, reference.output_dir, progress=False)
+    assert tree_digest(reference.output_dir) == before
+    # ... and in a new folder it trains
+    encoder = load_or_train(other, tmp_path / "other", progress=False)
+    assert (tmp_path / "other" / T.RESULT_FILE).is_file()
+    assert json.loads((tmp_path / "other" / T.CONFIG_FILE).read_text())["learning_rate"] == 1e-4
+    assert encoder.pooling == "cls_before_pooler"
+
+
+def test_load_or_train_resumes_unfinished_run(tmp_path):
+    config = ci(max_steps=4, eval_steps=2, save_steps=2)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, progress=False, stop_after=2)
+    load_or_train(config, out, progress=False)
+    assert json.loads((out / T.RESULT_FILE).read_text())["steps"] == 4
+
+
+# ------------------------------------------------------------------ the ci presets
+@pytest.mark.parametrize("preset", ["unsup-simcse-ci", "sup-simcse-ci"])
+def test_ci_preset_scores(tmp_path, preset):
+    result = train(resolve_config(preset, max_steps=6, eval_steps=3, save_steps=6), tmp_path / "run",
+                   progress=False)
+    evals = {r["step"]: r["eval_score"] for r in result.history if "eval_score" in r}
+    assert sorted(evals) == [0, 3, 6]
+    assert result.initial_score == evals[0] and result.final_score == evals[6]
+    assert result.best_score == max(evals.values()) and evals[result.best_step] == result.best_score
+    assert result.best_score >= result.initial_score
+    print(f"{preset}: initial {result.initial_score:.2f} best {result.best_score:.2f} "
+          f"(step {result.best_step}) final {result.final_score:.2f}")
+
+
+# ------------------------------------------------------------------ the papers' presets, model and data swapped
+PAPER_PRESETS = ["unsup-simcse-bert-base", "unsup-simcse-roberta-base", "sup-simcse-bert-base",
+                 "sup-simcse-roberta-base"]
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_preset_pipeline_on_tiny_model(tmp_path, monkeypatch, name):
+    preset = PRESETS[name]
+    supervised = preset.method == "sup-simcse"
+    data = COURSE_DATA / ("toy_nli.csv" if supervised else "toy_corpus.tsv")
+    config = dataclasses.replace(preset, model="cselab/tiny", train_file=str(data), eval_data="sample",
+                                 max_steps=2, eval_steps=1, save_steps=2, batch_size=8, device="cpu")
+    assert (config.precision, config.scale_fix) == ("auto", False)
+    seen = {}
+    real_build, real_dropout, real_autocast = T.build_method, T.set_dropout, T._autocast_dtype
+    real_adamw = torch.optim.AdamW
+
+    def build(cfg, encoder):
+        seen["method"] = real_build(cfg, encoder)
+        return seen["method"]
+
+    def dropout(model, p):
+        seen["dropout"] = p
+        return real_dropout(model, p)
+
+    def autocast(cfg, device):
+        seen["autocast"] = real_autocast(cfg, device)
+        return seen["autocast"]
+
+    class AdamW(real_adamw):
+        def __init__(self, params, **kwargs):
+            seen["adamw"] = kwargs
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(T, "build_method", build)
+    monkeypatch.setattr(T, "set_dropout", dropout)
+    monkeypatch.setattr(T, "_autocast_dtype", autocast)
+    monkeypatch.setattr(torch.optim, "AdamW", AdamW)
+
+    out = tmp_path / "run"
+    result = train(config, out, progress=False)
+    monkeypatch.undo()
+
+    # the preset's own settings went through
+    assert json.loads((out / T.CONFIG_FILE).read_text()) == config.to_dict()
+    assert config.learning_rate == preset.learning_rate and config.temperature == preset.temperature
+    assert seen["adamw"] == {"lr": preset.learning_rate, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+    assert seen["dropout"] == preset.dropout == 0.1
+    assert seen["autocast"] is None  # precision='auto' on CPU: fp32
+    method = seen["method"]
+    assert method.supervised == supervised
+    assert method.temperature == preset.temperature == 0.05
+    assert method.hard_negative_weight == preset.hard_negative_weight
+    assert result.steps == 2
+    assert [r["step"] for r in result.history if "eval_score" in r] == [0, 1, 2]
+    assert latest_checkpoint(out).name == "ckpt-2"
+
+    best = SentenceEncoder.from_pretrained(out / "best")
+    if supervised:
+        assert best.pooling == "cls" and best.projector is not None
+        assert (out / "best" / "2_Dense").is_dir()
+    else:
+        assert best.pooling == "cls_before_pooler" and best.projector is None
+        assert not (out / "best" / "2_Dense").exists()
+    score = spearman_on_pairs(best, read_scored_pairs(), show_progress=False)
+    assert score == pytest.approx(result.best_score, abs=1e-4)
+
+
+# ------------------------------------------------------------------ training data
+def data_config(path, method="unsup-simcse", **values):
+    return resolve_config(f"{method}-ci", train_file=str(path), **values)
+
+
+def decode(tokenizer, ids):
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_load_txt(tmp_path, tiny_tokenizer):
+    path = tmp_path / "wiki.txt"
+    path.write_text("A man plays guitar .\nTwo dogs run in a park .\nA cat sleeps .\n", encoding="utf-8")
+    ds = load_training_data(data_config(path), tiny_tokenizer, ("sent0",))
+    assert ds.column_names == ["sent0"] and len(ds) == 3
+    assert ds["sent0"][1] == tiny_tokenizer("Two dogs run in a park .")["input_ids"]
+
+
+def test_load_csv_two_and_three_columns(tmp_path, tiny_tokenizer):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text('sent0,sent1\nA man plays guitar .,A man plays an instrument .\n'
+                     '"Commas, in quotes .",Two dogs run .\n', encoding="utf-8")
+    ds = load_training_data(data_config(pairs), tiny_tokenizer, ("sent0",))
+    assert ds.column_names == ["sent0"] and len(ds) == 2
+    assert decode(tiny_tokenizer, ds["sent0"][1]) == "commas, in quotes."
+
+    triplets = tmp_path / "nli.csv"
+    triplets.write_text("sent0,sent1,hard_neg\nA man plays guitar .,A man plays music .,A man sleeps .\n"
+                        "A cat sleeps .,An animal rests .,\n", encoding="utf-8")
+    columns = ("sent0", "sent1", "hard_neg")
+    ds = load_training_data(data_config(triplets, "sup-simcse"), tiny_tokenizer, columns)
+    assert sorted(ds.column_names) == sorted(columns) and len(ds) == 2
+    assert ds["hard_neg"][0] == tiny_tokenizer("A man sleeps .")["input_ids"]
+    assert ds["hard_neg"][1] == tiny_tokenizer(" ")["input_ids"]  # an empty field becomes " " (SimCSE)
+
+    with pytest.raises(ValueError, match="hard_neg") as info:
+        load_training_data(data_config(pairs, "sup-simcse"), tiny_tokenizer, columns)
+    assert str(pairs) in str(info.value)
+
+
+def test_load_tsv_sentence_column(tmp_path, tiny_tokenizer):
+    path = tmp_path / "corpus.tsv"
+    path.write_text("meaning_id\tsentence\n1\tA man plays guitar .\n2\tA cat sleeps .\n", encoding="utf-8")
+    ds = load_training_data(data_config(path), tiny_tokenizer, ("sent0",))
+    assert ds.column_names == ["sent0"]
+    assert ds["sent0"] == [tiny_tokenizer(s)["input_ids"] for s in ("A man plays guitar .", "A cat sleeps .")]
+    # the shipped corpus and NLI file load whole
+    assert len(load_training_data(PRESETS["unsup-simcse-ci"], tiny_tokenizer, ("sent0",))) == 1024
+    assert len(load_training_data(PRESETS["sup-simcse-ci"], tiny_tokenizer, ("sent0", "sent1", "hard_neg"))) == 1024
+
+
+def test_load_tsv_keeps_quotes(tmp_path, tiny_tokenizer):
+    sentences = ['"Stop ," she said .', 'A man plays guitar .', '"Unbalanced quote here .', 'A cat sleeps .']
+    path = tmp_path / "quotes.tsv"
+    path.write_text("meaning_id\tsentence\n" + "".join(f"{i}\t{s}\n" for i, s in enumerate(sentences)),
+                    encoding="utf-8")
+    ds = load_training_data(data_config(path), tiny_tokenizer, ("sent0",))
+    assert ds["sent0"] == [tiny_tokenizer(s)["input_ids"] for s in sentences]
+
+
+def test_load_errors(tmp_path, tiny_tokenizer):
+    missing = tmp_path / "nowhere" / "wiki.txt"
+    with pytest.raises(DataNotFoundError) as info:
+        load_training_data(data_config(missing), tiny_tokenizer, ("sent0",))
+    assert str(missing) in str(info.value)
+    other = tmp_path / "data.json"
+    other.write_text('{"sent0": "A cat ."}\n')
+    with pytest.raises(ValueError, match="unsupported") as info:
+        load_training_data(data_config(other), tiny_tokenizer, ("sent0",))
+    assert ".json" in str(info.value)
+
+
+def test_truncation_and_max_train_samples(tmp_path, tiny_tokenizer):
+    path = tmp_path / "long.txt"
+    long = "a man plays a guitar in the park while two dogs run around the kitchen ."
+    path.write_text(f"{long}\nshort one .\n{long}\n", encoding="utf-8")
+    ds = load_training_data(data_config(path, max_length=8), tiny_tokenizer, ("sent0",))
+    full = tiny_tokenizer(long)["input_ids"]
+    assert len(full) > 8
+    assert [len(x) for x in ds["sent0"]] == [8, len(tiny_tokenizer("short one .")["input_ids"]), 8]
+    assert ds["sent0"][0] == full[:7] + [tiny_tokenizer.sep_token_id]
+    ds = load_training_data(data_config(path, max_train_samples=2), tiny_tokenizer, ("sent0",))
+    assert len(ds) == 2 and ds["sent0"][0] == full
