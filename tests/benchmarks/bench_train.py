@@ -51,6 +51,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per library (after 3 warm-up steps)")
     parser.add_argument("--bert-base-shape", action="store_true", help="random-init BERT-base-sized model")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for both libraries (CUDA)")
     parser.add_argument("--report", type=Path, default=REPO / "build" / "benchmarks" / "train.json")
     args = parser.parse_args(argv)
 
@@ -85,6 +86,9 @@ def main(argv=None) -> dict:
         st.max_seq_length = args.max_length
         ours = cselab.SentenceEncoder.from_pretrained(Path(tmp) / "st", device=args.device)
 
+    def autocast():
+        return torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16)
+
     # ---- cselab step
     method = SimCSE(ours.model.config.hidden_size).to(args.device)
     params = list(ours.model.parameters()) + list(method.parameters())
@@ -99,8 +103,9 @@ def main(argv=None) -> dict:
         if profile:
             sync(args.device)
         t1 = time.perf_counter()
-        z = method.mlp(ours.model(**batch).last_hidden_state[:, 0])  # (2B, H), one forward
-        loss = cselab.losses.info_nce(*z.split(len(ids[i])), temperature=0.05)
+        with autocast():
+            z = method.mlp(ours.model(**batch).last_hidden_state[:, 0])  # (2B, H), one forward
+            loss = cselab.losses.info_nce(*z.split(len(ids[i])), temperature=0.05)
         if profile:
             sync(args.device)
         t2 = time.perf_counter()
@@ -127,7 +132,8 @@ def main(argv=None) -> dict:
         features = [{k: v.to(args.device) for k, v in prepare(batches[i]).items() if torch.is_tensor(v)}
                     for _ in range(2)]
         labels = torch.arange(len(batches[i]), device=args.device)
-        loss = mnrl(features, labels)
+        with autocast():
+            loss = mnrl(features, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(st.parameters(), 1.0)
         st_opt.step()
@@ -152,7 +158,7 @@ def main(argv=None) -> dict:
     total = sum(parts.values())
     report = {
         "model": what, "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        "batch_size": args.batch_size, "max_length": args.max_length, "steps": args.steps,
+        "batch_size": args.batch_size, "max_length": args.max_length, "steps": args.steps, "bf16": args.bf16,
         "steps_per_s": results, "ratio_cselab_over_st": results["cselab"] / results["sentence_transformers"],
         "cselab_time_split": {k: round(v / total, 3) for k, v in parts.items()},
         "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
