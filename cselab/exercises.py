@@ -8,6 +8,7 @@ known mistake, a hint about that mistake -- never just "wrong".
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -197,3 +198,62 @@ def check_anisotropy(fn: Callable) -> None:
         (lambda x: (x @ x.T).sum().sub(x.pow(2).sum()) / (len(x) * (len(x) - 1)),
          "use cosine similarity: normalise the rows before the dot products."),
     ])
+
+
+# ------------------------------------------------------------------ chapter 04
+def _sup_logits(a, p, n, t, w):
+    hard = F.normalize(a, dim=-1) @ F.normalize(n, dim=-1).T / t  # (B, B)
+    hard = hard + torch.zeros_like(hard).fill_diagonal_(w)
+    return torch.cat([F.normalize(a, dim=-1) @ F.normalize(p, dim=-1).T / t, hard], dim=1)  # (B, 2B)
+
+
+def _no_nan(exercise: str, fn: Callable) -> Callable:
+    def wrapped(*args):
+        out = fn(*args)
+        if out is not None and torch.isnan(torch.as_tensor(out, dtype=torch.float64)).any():
+            raise AssertionError(f"{exercise}: your result contains NaN. Hint: w * eye(B) or mask * -inf gives "
+                                 "0 * -inf = nan off the diagonal; add w by indexing, or use masked_fill.")
+        return out
+    return wrapped
+
+
+def check_sup_logits(fn: Callable) -> None:
+    """Exercise 4.1: ``fn(z1, z2, z3, temperature, weight)`` = supervised SimCSE logits (B, 2B), Eq. 8."""
+    cases = [_Case(f"B={b}, tau={t}, w={w:.3g}", (*_embeddings(s, 3 * b, 8).split(b), t, w))
+             for s, (b, t, w) in enumerate([(4, 0.05, 0.0), (6, 0.1, math.log(2)), (3, 1.0, -1.5),
+                                            (5, 0.05, -math.inf)])]
+    cos = lambda x, y: F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T  # noqa: E731
+    _check("Exercise 4.1", _no_nan("Exercise 4.1", fn), _sup_logits, cases, [
+        (lambda a, p, n, t, w: torch.cat([cos(a, p) / t, cos(a, n) / t + w], 1),
+         "add w to the row's OWN hard negative only (the diagonal of the right block)."),
+        (lambda a, p, n, t, w: _sup_logits(a, p, n, 1.0, w), "divide the cosines by the temperature."),
+        (lambda a, p, n, t, w: torch.cat([a @ p.T / t, a @ n.T / t + torch.zeros(len(a), len(a), dtype=a.dtype)
+                                          .fill_diagonal_(w)], 1),
+         "the logits are cosine similarities: normalise z1, z2, z3 first."),
+    ])
+
+
+def check_count_false_negatives(fn: Callable) -> None:
+    """Exercise 4.2: ``fn(premises)`` = ordered pairs (i, j), i != j, of a batch with identical premises."""
+    # the mixed batch comes early: there every known mistake gives a different number
+    batches = [["a", "b", "c"], ["a", "b", "a", "a", "b"], ["a", "a"], ["x"] * 4 + ["y"], []]
+    reference = lambda b: sum(c * (c - 1) for c in Counter(b).values())  # noqa: E731
+    _check("Exercise 4.2", fn, reference, [_Case(repr(b), (b,)) for b in batches], [
+        (lambda b: reference(b) // 2, "count ORDERED pairs: row i sees j's entailment and row j sees i's."),
+        (lambda b: sum(c for c in Counter(b).values() if c > 1),
+         "that counts rows with a repeated premise; count pairs (i, j) of such rows."),
+        (lambda b: len(b) - len(set(b)), "that counts extra copies; each pair (i, j), i != j, is one false negative."),
+    ], tol=0)
+
+
+def check_alpha_zero_loss(fn: Callable) -> None:
+    """Exercise 4.3: ``fn(z1, z2, z3, temperature)`` = supervised loss with alpha = 0 (own hard negative removed)."""
+    cases = [_Case(f"B={b}, tau={t}", (*_embeddings(10 + s, 3 * b, 8).split(b), t))
+             for s, (b, t) in enumerate([(4, 0.05), (7, 0.1), (2, 1.0)])]
+    _check("Exercise 4.3", _no_nan("Exercise 4.3", fn),
+           lambda a, p, n, t: info_nce(a, p, t, negatives=n, hard_negative_weight=-math.inf), cases, [
+               (lambda a, p, n, t: info_nce(a, p, t),
+                "that is 'no hard negatives'; alpha = 0 keeps the OTHER rows' contradictions."),
+               (lambda a, p, n, t: info_nce(a, p, t, negatives=n),
+                "that is alpha = 1; the own contradiction must leave the denominator."),
+           ])

@@ -191,8 +191,8 @@ def _check_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> No
 
 # ------------------------------------------------------------------ the loop
 def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = False, data_dir=None,
-          encoder: SentenceEncoder | None = None, progress: bool | None = None,
-          stop_after: int | None = None) -> TrainResult:
+          encoder: SentenceEncoder | None = None, method: nn.Module | None = None,
+          progress: bool | None = None, stop_after: int | None = None) -> TrainResult:
     """Train ``config.method`` and keep the best model (by the evaluation score) in ``OUTPUT/best``.
 
     Args:
@@ -201,6 +201,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
         resume: continue from the newest checkpoint in ``output_dir``.
         data_dir: data root for registry files and STS-B dev.
         encoder: start from this encoder instead of loading ``config.model``.
+        method: a method module (``columns``, ``loss``, ``eval_encoder``) to use instead of the one
+            ``config.method`` names, e.g. an ablation; it is moved to the training device.
         progress: tqdm bar (default: on when attached to a terminal or notebook, off in CI).
         stop_after: stop (as if interrupted) after this many steps in this call; for tests and demos.
     """
@@ -216,7 +218,7 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
         encoder = SentenceEncoder.from_pretrained(config.model, pooling=config.train_pooling, seed=config.seed)
     encoder = encoder.to(device)
     set_dropout(encoder.model, config.dropout)
-    method = build_method(config, encoder).to(device)
+    method = (method if method is not None else build_method(config, encoder)).to(device)
     modules = _Trainable(encoder, method)
     dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir)
     pairs = evaluation_pairs(config, data_dir)

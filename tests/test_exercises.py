@@ -296,3 +296,65 @@ def test_tensor_with_grad_is_accepted(capsys):
         return torch.tensor(ref_decoupled(a.detach(), p, t), dtype=torch.float64) + 0 * a.sum()
     ex.check_decoupled_info_nce(learner)
     assert "Exercise 1.1: correct" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- chapter 04 (independent references)
+def _cos(x, y):
+    return _unit_rows(x) @ _unit_rows(y).T
+
+
+def _ref_sup_logits(a, p, n, t, w):
+    hard = _cos(a, n) / t
+    idx = torch.arange(len(a))
+    hard[idx, idx] += w  # log(alpha) on the row's own hard negative only (SimCSE Eq. 8)
+    return torch.cat([_cos(a, p) / t, hard], dim=1)
+
+
+def _ref_alpha_zero(a, p, n, t):
+    logits = _ref_sup_logits(a, p, n, t, 0.0)
+    b = len(a)
+    logits[torch.arange(b), b + torch.arange(b)] = float("-inf")  # the own contradiction leaves
+    return torch.nn.functional.cross_entropy(logits, torch.arange(b))
+
+
+def test_chapter04_references_pass(capsys):
+    from collections import Counter
+
+    ex.check_sup_logits(_ref_sup_logits)
+    ex.check_count_false_negatives(lambda b: sum(c * (c - 1) for c in Counter(b).values()))
+    ex.check_alpha_zero_loss(_ref_alpha_zero)
+    out = capsys.readouterr().out
+    assert "Exercise 4.1: correct" in out and "Exercise 4.2: correct" in out and "Exercise 4.3: correct" in out
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda a, p, n, t, w: torch.cat([_cos(a, p) / t, _cos(a, n) / t + w], 1), "OWN hard negative"),
+    (lambda a, p, n, t, w: _ref_sup_logits(a, p, n, 1.0, w), "temperature"),
+    (lambda a, p, n, t, w: torch.cat([_cos(a, p) / t, _cos(a, n) / t + w * torch.eye(len(a), dtype=a.dtype)], 1),
+     "NaN"),
+])
+def test_sup_logits_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 4.1") as err:
+        ex.check_sup_logits(fn)
+    assert phrase in str(err.value)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda b: sum(c * (c - 1) for c in __import__("collections").Counter(b).values()) // 2, "ORDERED"),
+    (lambda b: len(b) - len(set(b)), "extra copies"),
+])
+def test_count_false_negatives_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 4.2") as err:
+        ex.check_count_false_negatives(fn)
+    assert phrase in str(err.value)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda a, p, n, t: torch.nn.functional.cross_entropy(_cos(a, p) / t, torch.arange(len(a))), "no hard negatives"),
+    (lambda a, p, n, t: torch.nn.functional.cross_entropy(_ref_sup_logits(a, p, n, t, 0.0), torch.arange(len(a))),
+     "alpha = 1"),
+])
+def test_alpha_zero_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 4.3") as err:
+        ex.check_alpha_zero_loss(fn)
+    assert phrase in str(err.value)

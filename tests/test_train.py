@@ -540,3 +540,19 @@ def test_truncation_and_max_train_samples(tmp_path, tiny_tokenizer):
     assert ds["sent0"][0] == full[:7] + [tiny_tokenizer.sep_token_id]
     ds = load_training_data(data_config(path, max_train_samples=2), tiny_tokenizer, ("sent0",))
     assert len(ds) == 2 and ds["sent0"][0] == full
+
+
+def test_a_method_can_be_passed_in(tmp_path):
+    """train(method=...) uses the given head (an ablation) instead of building one from the config."""
+    from cselab.methods import SimCSE
+
+    calls = []
+
+    class Counting(SimCSE):
+        def loss(self, encoder, rows):
+            calls.append(len(rows["sent0"]))
+            return super().loss(encoder, rows)
+
+    cfg = resolve_config("sup-simcse-ci", max_steps=2, eval_steps=2, save_steps=2, batch_size=4)
+    result = train(cfg, tmp_path / "run", method=Counting(128, supervised=True), progress=False)
+    assert calls == [4, 4] and result.steps == 2
