@@ -40,6 +40,7 @@ test: $(VENV)/.cselab-dev
 
 bench: $(VENV)/.cselab-dev
 	$(PY) tests/benchmarks/bench_encode.py
+	$(PY) tests/benchmarks/bench_train.py
 
 clean:
 	rm -rf build
