@@ -22,9 +22,6 @@ from scipy.stats import pearsonr, spearmanr
 from . import data as D
 from .losses import alignment, uniformity
 
-TABLE_NAMES = {"STSBenchmark": "STSBenchmark", "SICKRelatedness": "SICKRelatedness"}
-
-
 def _embed_pairs(encoder, pairs: D.ScoredPairs, batch_size: int, show_progress: bool | None = None):
     """Encode each distinct sentence once. Returns two (n, dim) tensors."""
     unique = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
