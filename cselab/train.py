@@ -24,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -162,8 +163,9 @@ def _write_metrics(output_dir: Path, history: list[dict]) -> None:
         for row in history:
             f.write(json.dumps(row) + "\n")
     keys = ["step", "epoch", "loss", "learning_rate", "eval_score", "best_score", "seconds"]
+    keys += sorted({k for row in history for k in row} - set(keys))  # extra_metrics columns
     with open(output_dir / "metrics.csv", "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
 
@@ -192,7 +194,8 @@ def _check_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> No
 # ------------------------------------------------------------------ the loop
 def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = False, data_dir=None,
           encoder: SentenceEncoder | None = None, method: nn.Module | None = None,
-          progress: bool | None = None, stop_after: int | None = None) -> TrainResult:
+          progress: bool | None = None, stop_after: int | None = None,
+          extra_metrics: Callable[[SentenceEncoder], dict[str, float]] | None = None) -> TrainResult:
     """Train ``config.method`` and keep the best model (by the evaluation score) in ``OUTPUT/best``.
 
     Args:
@@ -205,6 +208,9 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
             ``config.method`` names, e.g. an ablation; it is moved to the training device.
         progress: tqdm bar (default: on when attached to a terminal or notebook, off in CI).
         stop_after: stop (as if interrupted) after this many steps in this call; for tests and demos.
+        extra_metrics: called with the evaluation encoder at every evaluation (step 0 included);
+            the numbers it returns join that step's row of the metrics, e.g.
+            :func:`cselab.evaluate.alignment_uniformity` for SimCSE's Figure 2 trajectory.
     """
     from tqdm.auto import tqdm
 
@@ -243,10 +249,17 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     dtype = _autocast_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
-    def evaluate() -> float:
-        score = spearman_on_pairs(method.eval_encoder(encoder), pairs, show_progress=False)
+    def evaluate() -> tuple[float, dict]:
+        eval_encoder = method.eval_encoder(encoder)
+        score = spearman_on_pairs(eval_encoder, pairs, show_progress=False)
+        extra = {}
+        if extra_metrics is not None:
+            extra = {k: float(v) for k, v in extra_metrics(eval_encoder).items()}
+            clash = set(extra) & {"step", "epoch", "loss", "learning_rate", "eval_score", "best_score", "seconds"}
+            if clash:
+                raise ValueError(f"extra_metrics returned reserved metric names {sorted(clash)}; rename them.")
         modules.train()
-        return score
+        return score, extra
 
     step, epoch, position, history = 0, 0, 0, []
     best_score, best_step, initial_score = -math.inf, 0, None
@@ -263,9 +276,9 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     elif resume and rank == 0:
         print(f"No checkpoint in {output_dir}: starting from scratch.")
     if initial_score is None:
-        initial_score = evaluate()
+        initial_score, extra = evaluate()
         history.append({"step": 0, "epoch": 0, "eval_score": initial_score, "best_score": initial_score,
-                        "seconds": 0.0})
+                        "seconds": 0.0, **extra})
         best_score = initial_score
         if rank == 0:
             method.eval_encoder(encoder).save_sentence_transformer(output_dir / "best")
@@ -314,8 +327,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
                 record.update(loss=(running / count).item(), learning_rate=scheduler.get_last_lr()[0])
                 running, count = torch.zeros((), device=device), 0
             if step % config.eval_steps == 0 or step == total:
-                score = evaluate()
-                record["eval_score"] = score
+                score, extra = evaluate()
+                record.update(eval_score=score, **extra)
                 if score > best_score and rank == 0:
                     best_score, best_step = score, step
                     method.eval_encoder(encoder).save_sentence_transformer(output_dir / "best")

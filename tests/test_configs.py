@@ -42,6 +42,7 @@ def test_paper_presets_have_the_paper_hyperparameters(name):
         assert getattr(config, key) == value, f"{name}: {key}={getattr(config, key)!r}, paper: {value!r}"
     assert config.eval_data == "stsb-dev"  # SimCSE selects checkpoints on STS-B dev
     assert config.scale_fix is False  # SimCSE keeps the 1/N gradient scale
+    assert config.pooler_type == "cls"  # official --pooler_type cls
     assert config.train_pooling == "cls"  # MLP over [CLS] in training, both variants
     assert config.eval_pooling == ("cls_before_pooler" if config.method == "unsup-simcse" else "cls")
 
@@ -57,7 +58,13 @@ def test_ci_and_laptop_variants_exist(method, variant):
     assert config.method == method
     # only model, data and budget change: the method's own hyper-parameters are the paper's
     assert (config.temperature, config.dropout, config.max_length) == (0.05, 0.1, 32)
-    assert config.max_steps is not None and config.max_steps >= 1
+    if variant == "laptop":
+        assert config.max_steps is not None and config.max_steps >= 1
+    else:  # the shipped data: 1,024 examples, so a bounded number of steps
+        assert config.epochs * math.ceil(1024 / config.batch_size) <= 100
+    assert config.pooler_type == ("avg" if config.model == "cselab/tiny" else "cls")
+    assert (config.train_pooling, config.eval_pooling) == (("avg", "avg") if variant == "ci" else
+                                                           ("cls", PRESETS[f"{method}-bert-base"].eval_pooling))
 
 
 @pytest.mark.parametrize("method", ["unsup-simcse", "sup-simcse"])
@@ -161,6 +168,7 @@ def test_override_without_equals_sign_is_rejected():
     ("device", "tpu"),
     ("grad_clip", "0"),
     ("scale_fix", "maybe"),
+    ("pooler_type", "mean"),
     ("seed", "forty-two"),
 ])
 def test_bad_values_are_rejected_naming_the_key(key, text):

@@ -95,18 +95,35 @@ def _official_batch(rows_per_view: list[list[list[int]]], pad_id: int):
     return input_ids, attention_mask
 
 
-def official_cl_forward(bert, mlp_linear: nn.Linear, input_ids, attention_mask, temp: float,
-                        hard_negative_weight: float = 0.0) -> torch.Tensor:
-    """simcse/models.py:cl_forward (pooler_type 'cls', no MLM, single process)."""
+def official_pooler(pooler_type: str, attention_mask, outputs) -> torch.Tensor:
+    """simcse/models.py:Pooler.forward."""
+    last_hidden, hidden_states = outputs.last_hidden_state, outputs.hidden_states
+    if pooler_type in ("cls", "cls_before_pooler"):
+        return last_hidden[:, 0]
+    if pooler_type == "avg":
+        return (last_hidden * attention_mask.unsqueeze(-1)).sum(1) / attention_mask.sum(-1).unsqueeze(-1)
+    if pooler_type == "avg_first_last":
+        first_hidden, last_hidden = hidden_states[1], hidden_states[-1]
+    else:  # avg_top2
+        first_hidden, last_hidden = hidden_states[-2], hidden_states[-1]
+    return (((first_hidden + last_hidden) / 2.0 * attention_mask.unsqueeze(-1)).sum(1)
+            / attention_mask.sum(-1).unsqueeze(-1))
+
+
+def official_cl_forward(bert, mlp_linear: nn.Linear | None, input_ids, attention_mask, temp: float,
+                        hard_negative_weight: float = 0.0, pooler_type: str = "cls") -> torch.Tensor:
+    """simcse/models.py:cl_forward (no MLM, single process)."""
     batch_size, num_sent, length = input_ids.shape
     input_ids = input_ids.view((-1, length))  # (bs * num_sent, L)
     attention_mask = attention_mask.view((-1, length))
     token_type_ids = torch.zeros_like(input_ids)
-    outputs = bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True)
-    pooler_output = outputs.last_hidden_state[:, 0]  # Pooler('cls'): [CLS]
+    outputs = bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True,
+                   output_hidden_states=pooler_type in ("avg_top2", "avg_first_last"))
+    pooler_output = official_pooler(pooler_type, attention_mask, outputs)
     pooler_output = pooler_output.view((batch_size, num_sent, pooler_output.size(-1)))
-    # MLPLayer: dense + activation (Tanh); re-implemented, only the weights are shared
-    pooler_output = torch.tanh(pooler_output @ mlp_linear.weight.T + mlp_linear.bias)
+    if pooler_type == "cls":
+        # MLPLayer: dense + activation (Tanh); re-implemented, only the weights are shared
+        pooler_output = torch.tanh(pooler_output @ mlp_linear.weight.T + mlp_linear.bias)
     z1, z2 = pooler_output[:, 0], pooler_output[:, 1]
     if num_sent == 3:
         z3 = pooler_output[:, 2]
@@ -130,7 +147,8 @@ def official_cl_forward(bert, mlp_linear: nn.Linear, input_ids, attention_mask, 
 
 def _official_loss(encoder, head: SimCSE, views, weight: float = 0.0) -> torch.Tensor:
     input_ids, mask = _official_batch(views, encoder.tokenizer.pad_token_id)
-    return official_cl_forward(encoder.model, head.mlp[0], input_ids, mask, TAU, weight)
+    mlp = head.mlp[0] if head.mlp is not None else None
+    return official_cl_forward(encoder.model, mlp, input_ids, mask, TAU, weight, head.pooler_type)
 
 
 class _Capture:
@@ -158,6 +176,37 @@ def test_unsup_loss_matches_official_cl_forward(encoder64, ids):
     # identical views (dropout off): the positive logit is 1/tau, the largest possible, so the
     # loss is the closed form  mean_i log(1 + sum_{j != i} exp((cos_ij - 1)/tau))  <  log B
     assert got.item() < math.log(len(SENTENCES))
+
+
+OTHER_POOLERS = ["cls_before_pooler", "avg", "avg_top2", "avg_first_last"]
+
+
+@pytest.mark.parametrize("pooler_type", OTHER_POOLERS)
+@pytest.mark.parametrize("supervised", [False, True])
+def test_other_pooler_types_match_official_cl_forward(encoder64, ids, pooler_type, supervised):
+    """--pooler_type other than cls: the pooled vector itself, no MLP, in the same loss."""
+    torch.manual_seed(1)
+    head = SimCSE(128, supervised=supervised, temperature=TAU, hard_negative_weight=math.log(2.0),
+                  pooler_type=pooler_type).double()
+    assert head.mlp is None and list(head.parameters()) == []
+    rows = ids if supervised else {"sent0": ids["sent0"]}
+    views = [ids["sent0"], ids["sent1"], ids["hard_neg"]] if supervised else [ids["sent0"], ids["sent0"]]
+    with torch.no_grad():
+        got = head.loss(encoder64, rows)
+        want = _official_loss(encoder64, head, views, math.log(2.0) if supervised else 0.0)
+    assert got.item() == pytest.approx(want.item(), rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("pooler_type", ["cls_before_pooler", "avg"])
+def test_other_pooler_types_evaluate_with_the_same_pooler(encoder64, pooler_type):
+    for supervised in (False, True):
+        ev = SimCSE(128, supervised=supervised, pooler_type=pooler_type).eval_encoder(encoder64)
+        assert ev.pooling == pooler_type and ev.projector is None and ev.model is encoder64.model
+
+
+def test_unknown_pooler_type_is_rejected():
+    with pytest.raises(ValueError, match="pooler_type='mean'.*avg"):
+        SimCSE(8, pooler_type="mean")
 
 
 WEIGHTS = [0.0, math.log(2.0), -1.5, float("-inf")]  # log(alpha): alpha = 1, 2, e^-1.5, 0
@@ -321,7 +370,7 @@ def test_mlp_is_random_normal_002_with_zero_bias():
 
 def test_mlp_is_not_the_pretrained_pooler():
     encoder = _encoder(torch.float32)
-    head = build_method(resolve_config("unsup-simcse-ci"), encoder)
+    head = build_method(resolve_config("unsup-simcse-ci", pooler_type="cls"), encoder)
     assert not torch.equal(head.mlp[0].weight, encoder.model.pooler.dense.weight)
     assert all(p is not q for p in head.parameters() for q in encoder.model.parameters())
 
@@ -364,17 +413,18 @@ def test_columns_per_variant():
 
 def test_build_method_from_configs():
     encoder = _encoder(torch.float32)
-    unsup = build_method(resolve_config("unsup-simcse-ci", temperature=0.1), encoder)
+    unsup = build_method(resolve_config("unsup-simcse-ci", temperature=0.1, pooler_type="cls"), encoder)
     assert isinstance(unsup, SimCSE) and not unsup.supervised
     assert unsup.temperature == 0.1 and unsup.columns == ("sent0",)
     assert unsup.mlp[0].in_features == unsup.mlp[0].out_features == encoder.model.config.hidden_size
-    sup = build_method(resolve_config("sup-simcse-ci", hard_negative_weight=math.log(2.0)), encoder)
+    sup = build_method(resolve_config("sup-simcse-ci", hard_negative_weight=math.log(2.0), pooler_type="cls"),
+                      encoder)
     assert isinstance(sup, SimCSE) and sup.supervised
     assert sup.temperature == 0.05 and sup.hard_negative_weight == math.log(2.0)
     assert sup.columns == ("sent0", "sent1", "hard_neg")
     # the MLP's std follows the encoder config's initializer_range
     encoder.model.config.initializer_range = 0.2
-    wide = build_method(resolve_config("sup-simcse-ci"), encoder)
+    wide = build_method(resolve_config("sup-simcse-ci", pooler_type="cls"), encoder)
     assert wide.mlp[0].weight.std().item() == pytest.approx(0.2, rel=0.1)
 
 

@@ -13,10 +13,12 @@ def build_method(config, encoder):
     hidden = encoder.model.config.hidden_size
     init = getattr(encoder.model.config, "initializer_range", 0.02)
     if config.method == "unsup-simcse":
-        return SimCSE(hidden, supervised=False, temperature=config.temperature, initializer_range=init)
+        return SimCSE(hidden, supervised=False, temperature=config.temperature, initializer_range=init,
+                      pooler_type=config.pooler_type)
     if config.method == "sup-simcse":
         return SimCSE(hidden, supervised=True, temperature=config.temperature,
-                      hard_negative_weight=config.hard_negative_weight, initializer_range=init)
+                      hard_negative_weight=config.hard_negative_weight, initializer_range=init,
+                      pooler_type=config.pooler_type)
     raise ValueError(f"Unknown method {config.method!r}.")
 
 

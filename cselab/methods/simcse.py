@@ -11,6 +11,13 @@ of 3B sequences; the entailments are the positives, and every row's denominator 
 B contradictions too, with ``hard_negative_weight`` = log(alpha) on the row's own one
 (Eq. 8). The MLP is kept at evaluation (``cls`` with the MLP as projector).
 
+``pooler_type`` follows the official ``--pooler_type``: ``cls`` (the default above) puts
+the MLP over [CLS]; any other pooler (``cls_before_pooler``, ``avg``, ``avg_top2``,
+``avg_first_last``) is used as is, with no MLP, in training and evaluation alike, as the
+official ``cl_forward`` does. The ``ci`` presets use ``avg``: a randomly initialised encoder
+has no trained [CLS] summary (BERT learns one in pre-training), so a [CLS] objective first
+has to teach attention to aggregate, and in a 32-step budget it only loses score.
+
 Under ``torchrun`` the embeddings of all processes are gathered with gradient on the local
 slice (:func:`cselab.distributed.gather_with_grad`), as in the official ``cl_forward``.
 """
@@ -20,7 +27,7 @@ import torch
 from torch import nn
 
 from ..distributed import gather_with_grad
-from ..encoders import SentenceEncoder
+from ..encoders import SentenceEncoder, pool
 from ..losses import info_nce
 
 
@@ -32,6 +39,9 @@ def simcse_mlp(hidden_size: int, initializer_range: float = 0.02) -> nn.Sequenti
     return nn.Sequential(linear, nn.Tanh())
 
 
+POOLER_TYPES = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+
+
 class SimCSE(nn.Module):
     """SimCSE's training head and loss. ``supervised`` picks the variant.
 
@@ -41,15 +51,20 @@ class SimCSE(nn.Module):
         temperature: tau of InfoNCE (0.05).
         hard_negative_weight: log(alpha) added to each row's own hard-negative logit.
         initializer_range: std of the MLP's normal initialisation (BERT: 0.02).
+        pooler_type: ``cls`` (MLP over [CLS]) or a pooler used without MLP (see the module doc).
     """
 
     def __init__(self, hidden_size: int, supervised: bool = False, temperature: float = 0.05,
-                 hard_negative_weight: float = 0.0, initializer_range: float = 0.02) -> None:
+                 hard_negative_weight: float = 0.0, initializer_range: float = 0.02,
+                 pooler_type: str = "cls") -> None:
         super().__init__()
+        if pooler_type not in POOLER_TYPES:
+            raise ValueError(f"pooler_type={pooler_type!r}; choose one of {list(POOLER_TYPES)}.")
         self.supervised = supervised
         self.temperature = temperature
         self.hard_negative_weight = hard_negative_weight
-        self.mlp = simcse_mlp(hidden_size, initializer_range)
+        self.pooler_type = pooler_type
+        self.mlp = simcse_mlp(hidden_size, initializer_range) if pooler_type == "cls" else None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -57,10 +72,14 @@ class SimCSE(nn.Module):
         return ("sent0", "sent1", "hard_neg") if self.supervised else ("sent0",)
 
     def embed(self, encoder: SentenceEncoder, ids: list[list[int]]) -> torch.Tensor:
-        """MLP([CLS]) of every sequence in one forward pass. Returns (len(ids), H)."""
+        """MLP([CLS]) (or the pooled vector) of every sequence in one forward pass. Returns (len(ids), H)."""
         batch = encoder.collate(ids)
-        hidden = encoder.model(**batch, return_dict=True).last_hidden_state  # (n, seq, H)
-        return self.mlp(hidden[:, 0])
+        layers = self.pooler_type in ("avg_top2", "avg_first_last")
+        out = encoder.model(**batch, output_hidden_states=layers, return_dict=True)
+        if self.mlp is not None:
+            return self.mlp(out.last_hidden_state[:, 0])  # (n, H) from (n, seq, H)
+        return pool(self.pooler_type, batch["attention_mask"], out.last_hidden_state,
+                    out.hidden_states if layers else None)
 
     def views(self, rows: dict[str, list[list[int]]]) -> list[list[list[int]]]:
         """The token-id lists of each view: unsup [x, x]; sup [x, x+, x-]."""
@@ -81,6 +100,8 @@ class SimCSE(nn.Module):
 
     def eval_encoder(self, encoder: SentenceEncoder) -> SentenceEncoder:
         """The encoder used for evaluation and export (shares the weights)."""
+        if self.mlp is None:
+            return SentenceEncoder(encoder.model, encoder.tokenizer, self.pooler_type, name=encoder.name)
         if self.supervised:
             return SentenceEncoder(encoder.model, encoder.tokenizer, "cls", projector=self.mlp, name=encoder.name)
         return SentenceEncoder(encoder.model, encoder.tokenizer, "cls_before_pooler", name=encoder.name)
