@@ -1,6 +1,7 @@
 # cselab: two commands do everything from a fresh clone (see README.md).
 #   make course   set up .venv and execute every chapter notebook into build/notebooks/
 #   make test     set up .venv with dev extras, run unit tests and execute notebooks in the `ci` profile
+#   make student  write student copies of the chapters (exercise solutions stubbed) into build/student/
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -9,7 +10,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := build/constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: course test bench clean setup setup-dev
+.PHONY: course student test bench clean setup setup-dev
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,9 @@ setup-dev: $(VENV)/.cselab-dev
 
 course: $(VENV)/.cselab-base
 	$(PY) -m cselab.course run build/notebooks
+
+student: $(VENV)/.cselab-base
+	$(PY) -m cselab.course student build/student
 
 test: $(VENV)/.cselab-dev
 	CSELAB_PROFILE=ci $(PY) -m pytest $(PYTEST_ARGS)

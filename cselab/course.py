@@ -1,11 +1,16 @@
-"""Execute the chapter notebooks with papermill (``make course``; ``python -m cselab.course run OUT``).
+"""Execute the chapter notebooks (``make course``) and write student copies (``make student``).
 
-Executed copies go to ``OUT`` (``build/notebooks/`` from the Makefile); the committed
-notebooks in ``notebooks/`` are never written to.
+``python -m cselab.course run OUT`` executes every chapter with papermill into ``OUT``
+(``build/notebooks/`` from the Makefile). ``python -m cselab.course student OUT`` writes copies
+whose exercise solutions (``### BEGIN SOLUTION`` ... ``### END SOLUTION``) are replaced by
+``raise NotImplementedError``, without outputs (``build/student/``). The committed notebooks in
+``notebooks/`` are never written to.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -35,6 +40,51 @@ def run_notebook(path: Path, out_dir: Path, profile: str | None = None, **parame
     return target
 
 
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+STUB = "raise NotImplementedError  # your solution here"
+
+
+def stub_solutions(source: str, where: str = "cell") -> str:
+    """Replace every solution region of a code cell by ``raise NotImplementedError``.
+
+    The stub takes the indentation of the ``### BEGIN SOLUTION`` line, so a function body
+    stays valid Python. Raises ValueError (naming ``where``) on unbalanced markers.
+    """
+    out, inside = [], False
+    for number, line in enumerate(source.splitlines(keepends=True), 1):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise ValueError(f"{where}, line {number}: {BEGIN!r} inside an open solution region.")
+            inside = True
+            indent = re.match(r"\s*", line).group(0)
+            out.append(f"{indent}{STUB}\n")
+        elif stripped == END:
+            if not inside:
+                raise ValueError(f"{where}, line {number}: {END!r} without {BEGIN!r}.")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"{where}: {BEGIN!r} is never closed by {END!r}.")
+    return "".join(out)
+
+
+def student_copy(path: Path, out_dir: Path) -> Path:
+    """Write ``out_dir/<name>``: solutions stubbed, outputs and execution counts cleared."""
+    nb = json.loads(Path(path).read_text("utf-8"))
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        cell["source"] = stub_solutions(source, f"{Path(path).name} cell {i}")
+        cell["outputs"], cell["execution_count"] = [], None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / Path(path).name
+    target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", "utf-8")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cselab.course", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--profile", choices=["ci", "laptop", "full"], default=None,
                      help="profile for every notebook (default: $CSELAB_PROFILE, else full on CUDA, else laptop)")
     run.add_argument("--only", nargs="*", default=None, help="chapter numbers or names to run (default: all)")
+    student = sub.add_parser("student", help="write student copies (solutions stubbed) into OUT_DIR")
+    student.add_argument("out_dir", type=Path, help="where the student copies go (e.g. build/student)")
     args = parser.parse_args(argv)
+    if args.command == "student":
+        for path in chapters():
+            print(f"wrote {student_copy(path, args.out_dir)}")
+        return 0
     selected = chapters()
     if args.only:
         selected = [p for p in selected if any(p.name.startswith(k) or p.stem == k for k in args.only)]

@@ -20,6 +20,8 @@ pooling (the sentence-transformers ``Dense`` module).
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 from pathlib import Path
@@ -426,7 +428,8 @@ class SentenceEncoder(nn.Module):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            self.model.save_pretrained(tmp, safe_serialization=True)
+            with _quiet_transformers_progress():  # one "Writing model shards" bar per save floods logs
+                self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             st = "sentence_transformers.models."
             modules = [{"idx": 0, "name": "0", "path": "", "type": st + "Transformer"},
@@ -472,6 +475,19 @@ class SentenceEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, pooling={self.pooling!r}, projector={self.projector is not None}"
+
+
+@contextlib.contextmanager
+def _quiet_transformers_progress():
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _load_hf(name_or_path, trust_remote_code: bool, cache_dir, local: bool):
