@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -32,6 +33,10 @@ def run_notebook(path: Path, out_dir: Path, profile: str | None = None, **parame
     import papermill
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = os.environ.get("CSELAB_DATA_DIR")
+    if data_dir and not Path(data_dir).is_absolute():
+        # the kernel runs in notebooks/, where a path relative to the caller's directory is wrong
+        os.environ["CSELAB_DATA_DIR"] = str(Path(data_dir).resolve())
     if profile is not None:
         parameters["PROFILE"] = profile
     target = out_dir / path.name

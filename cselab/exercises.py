@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from .losses import info_nce, uniformity
+from .losses import alignment, info_nce, uniformity
 
 
 class _Case:
@@ -197,6 +197,64 @@ def check_anisotropy(fn: Callable) -> None:
         (with_diagonal, "leave out i == j: every vector has cosine 1 with itself, which inflates the mean."),
         (lambda x: (x @ x.T).sum().sub(x.pow(2).sum()) / (len(x) * (len(x) - 1)),
          "use cosine similarity: normalise the rows before the dot products."),
+    ])
+
+
+# ------------------------------------------------------------------ chapter 03
+def check_unsup_simcse_loss(fn: Callable) -> None:
+    """Exercise 3.1: ``fn(z1, z2, temperature)`` = unsupervised SimCSE loss (Eq. 1) of two (B, dim) views."""
+    cases = [_Case(f"B={b}, tau={t}", (*_embeddings(20 + s, 2 * b, 8).split(b), t))
+             for s, (b, t) in enumerate([(4, 0.05), (6, 0.1), (3, 1.0), (8, 0.5)])]
+    near = _embeddings(29, 5, 8)
+    cases.append(_Case("views that are near copies", (near, near + 0.1 * _embeddings(30, 5, 8), 0.05)))
+    cos = lambda x, y: F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T  # noqa: E731
+    ce = lambda logits: F.cross_entropy(logits, torch.arange(len(logits)))  # noqa: E731
+    _check("Exercise 3.1", fn, lambda a, b, t: info_nce(a, b, temperature=t), cases, [
+        (lambda a, b, t: ce(cos(a, a) / t), "the columns must be the SECOND view (z1 @ z2.T): z1 @ z1.T compares "
+         "each view with itself, so the positive logit is always 1 / tau."),
+        (lambda a, b, t: ce(a @ b.T / t), "normalise the views first: the logits are cosine similarities."),
+        (lambda a, b, t: ce(cos(a, b)), "divide the cosine similarities by the temperature."),
+        (lambda a, b, t: info_nce(a, b, temperature=t, symmetric=True), "that is the symmetric NT-Xent (2B rows, "
+         "2B - 2 negatives); SimCSE's rows are the first views only, the columns the second views."),
+    ])
+
+
+def check_identical_views_loss(fn: Callable) -> None:
+    """Exercise 3.2: ``fn(batch_size, temperature)`` = Eq. 1 when both views coincide and sentences are orthogonal."""
+    cases = [_Case(f"B={b}, tau={t}", (b, t)) for b, t in [(64, 0.5), (2, 1.0), (512, 0.2), (32, 0.1), (8, 2.0)]]
+
+    def reference(b, t):
+        return math.log1p((b - 1) * math.exp(-1.0 / t))
+
+    _check("Exercise 3.2", fn, reference, cases, [
+        (lambda b, t: math.log(b), "log B is the loss when ALL embeddings are equal (collapse); here a sentence's two "
+         "views coincide (cosine 1) but different sentences are orthogonal (cosine 0)."),
+        (lambda b, t: math.log(b - 1) - 1.0 / t, "the positive is in the denominator too: e^(1/tau) + (B - 1) e^0."),
+        (lambda b, t: reference(b, 1.0), "divide the cosines by the temperature: the positive logit is 1 / tau."),
+        (lambda b, t: math.log1p(b * math.exp(-1.0 / t)), "each row has B - 1 negatives, not B."),
+        (lambda b, t: 0.0, "the negatives still contribute e^0 = 1 each to the denominator, so the loss is above 0."),
+    ], tol=1e-6)
+
+
+def check_alignment_from_views(fn: Callable) -> None:
+    """Exercise 3.3: ``fn(z1, z2)`` = alignment (Wang & Isola, alpha = 2) of two (n, dim) views, a scalar."""
+    cases = [_Case(f"{n} pairs in {d}-D (noise {e})", (x, x + e * _embeddings(40 + s, n, d)))
+             for s, (n, d, e) in enumerate([(6, 8, 0.5), (3, 4, 2.0), (16, 32, 0.1)])
+             for x in [_embeddings(50 + s, n, d) * (1 + s)]]
+
+    def reference(a, b):
+        return alignment(a, b)
+
+    unit = lambda x: F.normalize(x, dim=-1)  # noqa: E731
+    _check("Exercise 3.3", fn, reference, cases, [
+        (lambda a, b: (a - b).pow(2).sum(1).mean(), "L2-normalise the rows first: alignment is measured on the "
+         "unit sphere."),
+        (lambda a, b: (unit(a) - unit(b)).norm(dim=1).mean(), "square the distances (alpha = 2)."),
+        (lambda a, b: (unit(a) - unit(b)).pow(2).sum(), "average over the pairs, do not sum."),
+        (lambda a, b: (1 - (unit(a) * unit(b)).sum(1)).mean(), "on the unit sphere ||u - v||^2 = 2 - 2 cos(u, v): "
+         "you return half of it."),
+        (lambda a, b: (unit(a) - unit(b)).pow(2).mean(), "sum the squared differences over the dimensions, then "
+         "average over the pairs (you averaged over the dimensions too)."),
     ])
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -97,3 +98,17 @@ def test_course_student_command(tmp_path):
     assert sorted(p.name for p in (tmp_path / "student").iterdir()) == [p.name for p in chapters()]
     assert (REPO / "notebooks").is_dir() and all(
         "### BEGIN SOLUTION" in p.read_text("utf-8") for p in chapters())  # originals untouched
+
+
+def test_run_notebook_makes_a_relative_data_dir_absolute(tmp_path, monkeypatch):
+    """The kernel's working directory is notebooks/: a relative CSELAB_DATA_DIR must not change meaning."""
+    import papermill
+
+    import cselab.course as course
+
+    seen = {}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CSELAB_DATA_DIR", "some/data")
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: seen.update(env=os.environ["CSELAB_DATA_DIR"]))
+    course.run_notebook(chapters()[0], tmp_path / "out", profile="ci")
+    assert seen["env"] == str(tmp_path / "some" / "data")
