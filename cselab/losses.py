@@ -36,6 +36,7 @@ def info_nce(
     symmetric: bool = False,
     decoupled: bool = False,
     reduction: str = "mean",
+    queue: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE over cosine similarities with in-batch negatives.
 
@@ -50,6 +51,10 @@ def info_nce(
     row's denominator, ``s = [cos(a_i, p_j) | cos(a_i, n_j)] / temperature`` of shape
     (B, 2B), and ``hard_negative_weight`` (= log alpha) is added to the logit of the row's
     *own* hard negative only (``s[i, B + i]``).
+
+    ``queue`` (ESimCSE's momentum queue, reference §5.2; MoCo): M more negatives shared by
+    every row, appended as M columns ``cos(a_i, q_m) / temperature``, giving (B, B + M) (or
+    (B, 2B + M) with ``negatives``). Pass them detached: they are constants of the loss.
 
     ``symmetric=True`` (NT-Xent of SimCLR / DeCLUTR): the 2B vectors ``[anchors; positives]``
     are scored against each other, self-similarity is excluded, and each of the 2B rows
@@ -68,6 +73,7 @@ def info_nce(
         symmetric: NT-Xent over both directions.
         decoupled: drop the positive from the denominator.
         reduction: ``"mean"`` (a scalar) or ``"none"`` (one loss per row: B rows, 2B if symmetric).
+        queue: optional (M, dim) negatives for every row; M = 0 adds nothing.
 
     Returns:
         The loss, a scalar for ``reduction="mean"``.
@@ -85,6 +91,12 @@ def info_nce(
             raise ValueError("negatives are not defined for the symmetric (NT-Xent) form; use symmetric=False.")
     elif hard_negative_weight != 0.0:
         raise ValueError("hard_negative_weight needs negatives: pass negatives=... or leave the weight at 0.")
+    if queue is not None:
+        if queue.dim() != 2 or queue.shape[1] != anchors.shape[1]:
+            raise ValueError(f"queue must be (M, dim) with dim = {anchors.shape[1]} like the anchors; "
+                             f"got shape {tuple(queue.shape)}.")
+        if symmetric:
+            raise ValueError("a queue is not defined for the symmetric (NT-Xent) form; use symmetric=False.")
     batch = anchors.shape[0]
 
     if symmetric:
@@ -101,6 +113,8 @@ def info_nce(
                 # add log(alpha) to the diagonal only (-inf, alpha = 0, must not leak 0 * inf = NaN elsewhere)
                 hard = hard + torch.zeros_like(hard).fill_diagonal_(hard_negative_weight)
             logits = torch.cat([logits, hard], dim=1)  # (B, 2B)
+        if queue is not None and queue.shape[0] > 0:
+            logits = torch.cat([logits, cosine_matrix(anchors, queue) / temperature], dim=1)  # (B, ... + M)
         targets = torch.arange(batch, device=anchors.device)
 
     if decoupled:

@@ -537,3 +537,70 @@ def test_hard_negative_weight_must_be_finite_or_minus_inf(weight):
     x = torch.randn(4, 8, dtype=torch.float64)
     with pytest.raises(ValueError, match="hard_negative_weight"):
         info_nce(x, x + 0.1, negatives=-x, hard_negative_weight=weight)
+
+
+# ----------------------------------------------------------------------------- queue (ESimCSE)
+def _naive_queue_loss(a, p, q, tau, n=None):
+    """Row by row with math.exp: -log e^{s_ii} / (sum_j e^{s_ij} [+ sum_j e^{cos(a_i,n_j)}] + sum_m e^{cos(a_i,q_m)})."""
+    import math as _m
+
+    def cos(x, y):
+        return float(x @ y / (x.norm() * y.norm()))
+
+    total = 0.0
+    for i in range(len(a)):
+        terms = [cos(a[i], p[j]) / tau for j in range(len(p))]
+        if n is not None:
+            terms += [cos(a[i], n[j]) / tau for j in range(len(n))]
+        terms += [cos(a[i], q[m]) / tau for m in range(len(q))]
+        total += -terms[i] + _m.log(sum(_m.exp(t) for t in terms))
+    return total / len(a)
+
+
+@pytest.mark.parametrize("m", [1, 5, 12])
+def test_queue_negatives_match_a_naive_loop(m):
+    g = torch.Generator().manual_seed(m)
+    a, p = torch.randn(2, 4, 6, generator=g, dtype=torch.float64)
+    q = torch.randn(m, 6, generator=g, dtype=torch.float64)
+    got = info_nce(a, p, temperature=0.1, queue=q)
+    assert got.item() == pytest.approx(_naive_queue_loss(a, p, q, 0.1), rel=1e-12)
+    n = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    got = info_nce(a, p, temperature=0.1, negatives=n, queue=q)
+    assert got.item() == pytest.approx(_naive_queue_loss(a, p, q, 0.1, n), rel=1e-12)
+
+
+def test_empty_queue_is_plain_in_batch_info_nce():
+    g = torch.Generator().manual_seed(0)
+    a, p = torch.randn(2, 5, 8, generator=g)
+    plain = info_nce(a, p)
+    assert torch.equal(info_nce(a, p, queue=torch.empty(0, 8)), plain)
+    assert torch.equal(info_nce(a, p, queue=None), plain)
+
+
+def test_queue_identical_to_anchors_closed_form():
+    # anchors = positives, orthogonal rows, and a queue holding copies of the anchors:
+    # row i has 1/tau for its positive and for its own queue copy, 0 elsewhere:
+    # loss = log(2 e^{1/tau} + (B - 1) + (M - 1)) - 1/tau  with M = B copies
+    b, tau = 4, 0.5
+    a = torch.eye(b, dtype=torch.float64)
+    got = info_nce(a, a, temperature=tau, queue=a.clone())
+    want = math.log(2 * math.exp(1 / tau) + 2 * (b - 1)) - 1 / tau
+    assert got.item() == pytest.approx(want, rel=1e-12)
+
+
+def test_queue_receives_no_gradient_when_detached_and_anchors_do():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(4, 6, generator=g, requires_grad=True)
+    p = torch.randn(4, 6, generator=g)
+    source = torch.randn(7, 6, generator=g, requires_grad=True)
+    info_nce(a, p, queue=source.detach()).backward()
+    assert a.grad is not None and a.grad.abs().max() > 0
+    assert source.grad is None
+
+
+def test_queue_shape_errors():
+    a = torch.randn(4, 6)
+    with pytest.raises(ValueError, match="queue must be"):
+        info_nce(a, a, queue=torch.randn(3, 5))
+    with pytest.raises(ValueError, match="queue"):
+        info_nce(a, a, queue=torch.randn(3, 6), symmetric=True)
