@@ -13,7 +13,10 @@
   gathered with gradient (:mod:`cselab.distributed`) and gradients averaged, as DDP does.
 
 A method supplies ``columns``, ``loss(encoder, rows)`` and ``eval_encoder(encoder)``
-(:mod:`cselab.methods`); nothing here is specific to one method.
+(:mod:`cselab.methods`), and optionally ``prepare_dataset(dataset, tokenizer)`` (run once
+after tokenisation) and ``on_epoch_start(epoch)``; nothing here is specific to one method.
+A method's state (a momentum encoder, a queue) lives in its parameters and buffers, so
+checkpoints carry it; parameters with ``requires_grad=False`` are not optimised.
 """
 from __future__ import annotations
 
@@ -227,6 +230,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     method = (method if method is not None else build_method(config, encoder)).to(device)
     modules = _Trainable(encoder, method)
     dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir)
+    if hasattr(method, "prepare_dataset"):  # e.g. ESimCSE's word repetition, done once like its official code
+        dataset = method.prepare_dataset(dataset, encoder.tokenizer)
     pairs = evaluation_pairs(config, data_dir)
     if rank == 0:  # only once model and data loaded: a failed start must not claim the folder
         (output_dir / CONFIG_FILE).write_text(config.to_json(), "utf-8")
@@ -243,7 +248,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
         total = min(total, config.max_steps)
 
     fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(modules.parameters(), lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8,
+    trainable = [p for p in modules.parameters() if p.requires_grad]  # not a momentum encoder's EMA weights
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8,
                                   weight_decay=0.0, **({"fused": True} if fused else {}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
     dtype = _autocast_dtype(config, device)
@@ -295,6 +301,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
         if position >= steps_per_epoch:
             epoch, position = epoch + 1, 0
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+        if position == 0 and hasattr(method, "on_epoch_start"):  # e.g. ESimCSE empties its queue
+            method.on_epoch_start(epoch)
         while position < steps_per_epoch and step < total:
             start = position * global_batch + rank * config.batch_size
             rows = dataset[order[start:start + config.batch_size]]

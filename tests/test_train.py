@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from safetensors.torch import load_file
 
 import cselab.train as T
@@ -602,3 +603,60 @@ def test_extra_metrics_cannot_overwrite_the_trainers_names(tmp_path):
     cfg = resolve_config("unsup-simcse-ci", max_steps=2, eval_steps=2, save_steps=2)
     with pytest.raises(ValueError, match="eval_score"):
         train(cfg, tmp_path / "run", progress=False, extra_metrics=lambda encoder: {"eval_score": 1.0})
+
+
+class _Hooked:
+    """A SimCSE head with the optional method hooks, recording how the trainer calls them."""
+
+    @staticmethod
+    def make(events: list):
+        from cselab.methods import SimCSE
+
+        class Hooked(SimCSE):
+            def __init__(self):
+                super().__init__(128, supervised=False, pooler_type="avg")
+                self.frozen = nn.Parameter(torch.ones(3), requires_grad=False)  # like EMA weights
+
+            def prepare_dataset(self, dataset, tokenizer):
+                events.append(("prepare", len(dataset)))
+                return dataset.map(lambda row: {"sent0": row["sent0"][:4]})  # shorten every example
+
+            def on_epoch_start(self, epoch):
+                events.append(("epoch", epoch))
+
+            def loss(self, encoder, rows):
+                assert all(len(ids) <= 4 for ids in rows["sent0"])  # prepare_dataset's output is used
+                return super().loss(encoder, rows)
+
+        return Hooked()
+
+
+def test_method_hooks_prepare_dataset_and_epoch_start(tmp_path):
+    events: list = []
+    cfg = resolve_config("unsup-simcse-ci", max_train_samples=20, batch_size=8, epochs=2, eval_steps=6,
+                         save_steps=6)
+    method = _Hooked.make(events)
+    before = method.frozen.detach().clone()
+    result = train(cfg, tmp_path / "run", method=method, progress=False)
+    assert result.steps == 6  # 3 steps per epoch
+    assert events == [("prepare", 20), ("epoch", 0), ("epoch", 1)]
+    assert torch.equal(method.frozen, before)  # requires_grad=False: not optimised
+
+
+def test_epoch_start_is_not_called_again_when_resuming_inside_an_epoch(tmp_path):
+    cfg = resolve_config("unsup-simcse-ci", max_train_samples=20, batch_size=8, epochs=2, eval_steps=6,
+                         save_steps=1)
+    out = tmp_path / "run"
+    events: list = []
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, method=_Hooked.make(events), progress=False, stop_after=4)  # inside epoch 1
+    assert events == [("prepare", 20), ("epoch", 0), ("epoch", 1)]
+    events.clear()
+    train(cfg, out, method=_Hooked.make(events), resume=True, progress=False)
+    assert events == [("prepare", 20)]  # epoch 1 already started before the checkpoint
+    events.clear()
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "edge", method=_Hooked.make(events), progress=False, stop_after=3)  # epoch 0's end
+    events.clear()
+    train(cfg, tmp_path / "edge", method=_Hooked.make(events), resume=True, progress=False)
+    assert events == [("prepare", 20), ("epoch", 1)]
