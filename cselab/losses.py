@@ -159,3 +159,33 @@ def uniformity(x: torch.Tensor, t: float = 2, normalize: bool = True) -> torch.T
     if normalize:
         x = F.normalize(x, dim=-1)
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log()
+
+
+def replaced_token_detection_loss(logits: torch.Tensor, replaced: torch.Tensor, attention_mask: torch.Tensor,
+                                  include_padding: bool = True) -> torch.Tensor:
+    """ELECTRA-style replaced-token detection, DiffCSE's auxiliary loss (DiffCSE §3, Eq. 2).
+
+    A two-way cross-entropy per position: did the generator replace this token (1) or not (0)?
+
+    Args:
+        logits: (n, seq, 2) discriminator outputs.
+        replaced: (n, seq) 0/1 labels; the official code sets them to
+            ``(generated != original) * attention_mask``, so padding is labelled 0.
+        attention_mask: (n, seq), 1 for real tokens.
+        include_padding: True averages over **all** ``n * seq`` positions, padding included
+            (official ``cl_forward``: ``CrossEntropyLoss`` over ``view(-1, 2)``, reference §6.1);
+            False averages over real tokens only.
+
+    Returns:
+        A scalar tensor.
+    """
+    if logits.dim() != 3 or logits.shape[-1] != 2:
+        raise ValueError(f"logits must be (n, seq, 2), got shape {tuple(logits.shape)}.")
+    if replaced.shape != logits.shape[:2] or attention_mask.shape != logits.shape[:2]:
+        raise ValueError(f"replaced {tuple(replaced.shape)} and attention_mask {tuple(attention_mask.shape)} "
+                         f"must both be (n, seq) = {tuple(logits.shape[:2])}.")
+    per_token = F.cross_entropy(logits.reshape(-1, 2), replaced.reshape(-1).long(), reduction="none")  # (n*seq,)
+    if include_padding:
+        return per_token.mean()
+    mask = attention_mask.reshape(-1).to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp_min(1.0)

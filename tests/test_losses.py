@@ -604,3 +604,54 @@ def test_queue_shape_errors():
         info_nce(a, a, queue=torch.randn(3, 5))
     with pytest.raises(ValueError, match="queue"):
         info_nce(a, a, queue=torch.randn(3, 6), symmetric=True)
+
+
+# ----------------------------------------------------------------------------- replaced-token detection (DiffCSE)
+def _naive_rtd(logits, replaced, mask, include_padding):
+    import math as _m
+
+    total, count = 0.0, 0
+    for i in range(logits.shape[0]):
+        for t in range(logits.shape[1]):
+            if not include_padding and mask[i, t] == 0:
+                continue
+            a, b = float(logits[i, t, 0]), float(logits[i, t, 1])
+            target = float(logits[i, t, int(replaced[i, t])])
+            total += _m.log(_m.exp(a) + _m.exp(b)) - target
+            count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("include_padding", [True, False])
+def test_rtd_loss_matches_a_naive_loop(include_padding):
+    from cselab.losses import replaced_token_detection_loss
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
+    replaced = (torch.rand(3, 5, generator=g) < 0.4).long() * mask
+    got = replaced_token_detection_loss(logits, replaced, mask, include_padding=include_padding)
+    assert got.item() == pytest.approx(_naive_rtd(logits, replaced, mask, include_padding), rel=1e-12)
+
+
+def test_rtd_padding_changes_the_mean_exactly_as_counted():
+    from cselab.losses import replaced_token_detection_loss
+
+    # every real position costs log 2 (zero logits); padding positions are confidently "not replaced"
+    logits = torch.zeros(2, 4, 2, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    logits[1, 2:, 0] = 50.0  # padding: label 0, cost ~ 0
+    replaced = torch.zeros(2, 4, dtype=torch.long)
+    with_pad = replaced_token_detection_loss(logits, replaced, mask, include_padding=True)
+    without = replaced_token_detection_loss(logits, replaced, mask, include_padding=False)
+    assert without.item() == pytest.approx(math.log(2), rel=1e-12)
+    assert with_pad.item() == pytest.approx(6 * math.log(2) / 8, rel=1e-9)  # 6 real positions of 8
+
+
+def test_rtd_shape_errors():
+    from cselab.losses import replaced_token_detection_loss
+
+    with pytest.raises(ValueError, match=r"\(n, seq, 2\)"):
+        replaced_token_detection_loss(torch.zeros(2, 3, 3), torch.zeros(2, 3), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="attention_mask"):
+        replaced_token_detection_loss(torch.zeros(2, 3, 2), torch.zeros(2, 3), torch.ones(2, 4))
