@@ -1,4 +1,4 @@
-"""Text augmentations that build positive views: ESimCSE's word repetition.
+"""Text augmentations that build views: ESimCSE's word repetition, BERT-style MLM masking.
 
 ESimCSE (Wu et al. 2022, §3.1) repeats a few tokens of a sentence in place, so the
 positive pair no longer shares its length and the model cannot use length as a shortcut.
@@ -14,6 +14,8 @@ are implemented (reference/methods.md §5.1, §14 item 4):
 Both differ from the paper's description, ``dup_len in [0, max(2, int(dup_rate * len))]``;
 the HarderThenHarder Chinese variant (§9) differs again (``randint(0, max(2, int(0.32 * n)))``,
 inclusive, only when more than 5 tokens). We follow the official ESimCSE code.
+
+:func:`mask_tokens` is BERT's 80/10/10 masking (DiffCSE's generator input, DeCLUTR's MLM loss).
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ import numbers
 import random
 from typing import Collection, Sequence
 
-__all__ = ["repeat_batch", "word_repetition", "word_repetition_words"]
+import torch
+
+__all__ = ["mask_tokens", "repeat_batch", "word_repetition", "word_repetition_words"]
 
 
 def _check_args(dup_rate: float, max_dup: int) -> None:
@@ -164,3 +168,45 @@ def repeat_batch(
             raise ValueError(f"batch_ids[{index}] is empty: every sequence needs at least its special tokens.")
     rng = random.Random(seed)
     return [word_repetition(ids, dup_rate, rng, special_ids=special_ids, max_dup=max_dup) for ids in batch_ids]
+
+
+def mask_tokens(input_ids: torch.Tensor, tokenizer, probability: float = 0.15,
+                attention_mask: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking (Devlin et al. 2019 §3.1), as ``DataCollatorForLanguageModeling`` and DiffCSE's
+    ``train.py:mask_tokens`` do it.
+
+    Each token is selected with ``probability`` (DiffCSE: 0.30, BERT: 0.15), never a special
+    token ([CLS], [SEP], [PAD], ...) nor a padding position; of the selected tokens 80 % become
+    ``[MASK]``, 10 % a uniformly random token id and 10 % stay unchanged.
+
+    Args:
+        input_ids: (n, seq) token ids; not modified.
+        tokenizer: gives ``all_special_ids``, ``mask_token_id`` and ``len(tokenizer)``.
+        probability: selection probability in (0, 1).
+        attention_mask: (n, seq), 1 for real tokens; padding is never selected.
+        generator: a ``torch.Generator`` for reproducible masks (default: the global RNG, which
+            the trainer's checkpoints restore).
+
+    Returns:
+        ``(masked_ids, labels)``, both (n, seq): labels hold the original id at selected
+        positions and -100 elsewhere (ignored by ``cross_entropy``).
+    """
+    if not 0.0 < probability < 1.0:
+        raise ValueError(f"probability must be in (0, 1), got {probability!r}.")
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no mask token; MLM masking needs one.")
+    device = input_ids.device
+    special = torch.isin(input_ids, torch.tensor(tokenizer.all_special_ids, device=device))
+    if attention_mask is not None:
+        special |= attention_mask == 0
+    draw = lambda p: torch.rand(input_ids.shape, generator=generator, device=device) < p  # noqa: E731
+    selected = draw(probability) & ~special
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
+    masked = input_ids.clone()
+    to_mask = draw(0.8) & selected
+    masked[to_mask] = tokenizer.mask_token_id
+    to_random = draw(0.5) & selected & ~to_mask  # half of the remaining 20 %
+    random_ids = torch.randint(len(tokenizer), input_ids.shape, generator=generator, device=device)
+    masked[to_random] = random_ids[to_random]
+    return masked, labels

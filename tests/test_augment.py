@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 from scipy.stats import chisquare
 
 from cselab.augment import repeat_batch, word_repetition, word_repetition_words
@@ -308,3 +309,61 @@ def test_empty_inputs():
             word_repetition_words(bad, 0.3, random.Random(0))
     with pytest.raises(ValueError, match=r"batch_ids\[2\] is empty"):
         repeat_batch([[CLS, SEP], [CLS, 5, SEP], [], [CLS, SEP]], 0.3, seed=0)
+
+
+# ----------------------------------------------------------------------------- mask_tokens (BERT 80/10/10)
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    from cselab.encoders import TINY_VOCAB, _wordpiece_tokenizer
+
+    return _wordpiece_tokenizer(TINY_VOCAB)
+
+
+def _batch(tok, n=64):
+    from cselab.data import read_toy_corpus
+
+    enc = tok(read_toy_corpus()[0][:n], padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def test_mask_tokens_never_touches_specials_or_padding_and_labels_the_rest(tiny_tokenizer):
+    from cselab.augment import mask_tokens
+
+    ids, mask = _batch(tiny_tokenizer)
+    masked, labels = mask_tokens(ids, tiny_tokenizer, 0.5, attention_mask=mask,
+                                 generator=torch.Generator().manual_seed(0))
+    special = torch.isin(ids, torch.tensor(tiny_tokenizer.all_special_ids)) | (mask == 0)
+    assert torch.equal(masked[special], ids[special]) and (labels[special] == -100).all()
+    selected = labels != -100
+    assert torch.equal(labels[selected], ids[selected])
+    assert torch.equal(masked[~selected], ids[~selected])  # only selected positions change
+    assert ids.tolist() == _batch(tiny_tokenizer)[0].tolist()  # the input is not modified
+
+
+def test_mask_tokens_proportions(tiny_tokenizer):
+    from cselab.augment import mask_tokens
+
+    ids, mask = _batch(tiny_tokenizer, 1024)
+    ids, mask = ids.repeat(4, 1), mask.repeat(4, 1)
+    masked, labels = mask_tokens(ids, tiny_tokenizer, 0.3, attention_mask=mask,
+                                 generator=torch.Generator().manual_seed(1))
+    eligible = ~(torch.isin(ids, torch.tensor(tiny_tokenizer.all_special_ids)) | (mask == 0))
+    selected = labels != -100
+    n = int(selected.sum())
+    assert abs(n / int(eligible.sum()) - 0.3) < 0.01  # ~40k eligible tokens: 0.01 is > 4 sigma
+    as_mask = int((masked[selected] == tiny_tokenizer.mask_token_id).sum())
+    unchanged = int((masked[selected] == ids[selected]).sum())
+    assert abs(as_mask / n - 0.8) < 0.02
+    assert abs(unchanged / n - 0.1) < 0.02  # (a random id equal to the original is rare: 1/8000)
+
+
+def test_mask_tokens_is_reproducible_and_validates(tiny_tokenizer):
+    from cselab.augment import mask_tokens
+
+    ids, mask = _batch(tiny_tokenizer, 8)
+    a = mask_tokens(ids, tiny_tokenizer, 0.3, mask, generator=torch.Generator().manual_seed(5))
+    b = mask_tokens(ids, tiny_tokenizer, 0.3, mask, generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for bad in (0.0, 1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="probability"):
+            mask_tokens(ids, tiny_tokenizer, bad)
