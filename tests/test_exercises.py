@@ -358,3 +358,140 @@ def test_alpha_zero_wrong_variants(fn, phrase):
     with pytest.raises(AssertionError, match="Exercise 4.3") as err:
         ex.check_alpha_zero_loss(fn)
     assert phrase in str(err.value)
+
+
+# ---------------------------------------------------------------- chapter 03 (independent references)
+def _ref_unsup_loss(z1, z2, t):
+    """SimCSE Eq. 1 with explicit loops: row i scores view 1 of i against view 2 of every j."""
+    a, b = _unit_rows(z1), _unit_rows(z2)
+    rows = []
+    for i in range(len(a)):
+        s = [float(torch.dot(a[i], b[j])) / t for j in range(len(b))]
+        rows.append(-s[i] + math.log(sum(math.exp(v) for v in s)))
+    return sum(rows) / len(rows)
+
+
+def _ref_identical_views(b, t):
+    # -log(e^(1/t) / (e^(1/t) + (b - 1) e^0)), computed by brute force over one row
+    return -math.log(math.exp(1 / t) / (math.exp(1 / t) + (b - 1) * math.exp(0.0)))
+
+
+def _ref_alignment(z1, z2):
+    a, b = _unit_rows(z1), _unit_rows(z2)
+    return sum(float(((a[i] - b[i]) ** 2).sum()) for i in range(len(a))) / len(a)
+
+
+def test_chapter03_references_pass(capsys):
+    ex.check_unsup_simcse_loss(_ref_unsup_loss)
+    ex.check_identical_views_loss(_ref_identical_views)
+    ex.check_alignment_from_views(_ref_alignment)
+    out = capsys.readouterr().out
+    assert "Exercise 3.1: correct" in out and "Exercise 3.2: correct" in out and "Exercise 3.3: correct" in out
+
+
+def test_identical_views_closed_form_matches_orthogonal_batch():
+    """The closed form of exercise 3.2 is what the loss gives on orthonormal, identical views."""
+    for b, t in [(4, 0.5), (16, 0.1), (32, 1.0)]:
+        z = torch.eye(b, 2 * b, dtype=torch.float64)  # b orthonormal rows, each its own second view
+        assert math.isclose(_ref_unsup_loss(z, z.clone(), t), _ref_identical_views(b, t), rel_tol=1e-9)
+
+
+def test_chapter03_float32_and_numpy_answers_accepted(capsys):
+    ex.check_unsup_simcse_loss(lambda a, b, t: torch.tensor(_ref_unsup_loss(a.float(), b.float(), t)))
+    ex.check_identical_views_loss(lambda b, t: np.float32(_ref_identical_views(b, t)))
+    assert "Exercise 3.1: correct" in capsys.readouterr().out
+
+
+def _unsup_self_similarity(z1, z2, t):  # z1 @ z1.T: each view compared with itself
+    return _ref_unsup_loss(z1, z1, t)
+
+
+def _unsup_dot(z1, z2, t):
+    rows = []
+    for i in range(len(z1)):
+        s = [float(torch.dot(z1[i], z2[j])) / t for j in range(len(z2))]
+        rows.append(-s[i] + math.log(sum(math.exp(v) for v in s)))
+    return sum(rows) / len(rows)
+
+
+def _unsup_nt_xent(z1, z2, t):
+    z = _unit_rows(torch.cat([z1, z2]))
+    n, b = len(z), len(z1)
+    rows = []
+    for k in range(n):
+        partner = (k + b) % n
+        s = {j: float(torch.dot(z[k], z[j])) / t for j in range(n) if j != k}
+        rows.append(-s[partner] + math.log(sum(math.exp(v) for v in s.values())))
+    return sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (_unsup_self_similarity, "SECOND view"),
+    (_unsup_dot, "normalise the views first"),
+    (lambda a, b, t: _ref_unsup_loss(a, b, 1.0), "divide the cosine similarities by the temperature"),
+    (_unsup_nt_xent, "symmetric NT-Xent"),
+], ids=["z1-z1", "dot-product", "no-temperature", "nt-xent"])
+def test_unsup_loss_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 3.1") as err:
+        ex.check_unsup_simcse_loss(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda b, t: math.log(b), "collapse"),
+    (lambda b, t: math.log(b - 1) - 1 / t, "the positive is in the denominator too"),
+    (lambda b, t: _ref_identical_views(b, 1.0), "divide the cosines by the temperature"),
+    (lambda b, t: math.log(1 + b * math.exp(-1 / t)), "B - 1 negatives, not B"),
+    (lambda b, t: 0.0, "the loss is above 0"),
+], ids=["log-B", "no-positive-in-denominator", "no-temperature", "B-negatives", "zero"])
+def test_identical_views_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 3.2") as err:
+        ex.check_identical_views_loss(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+def test_identical_views_unknown_mistake_has_no_hint():
+    with pytest.raises(AssertionError) as err:
+        ex.check_identical_views_loss(lambda b, t: _ref_identical_views(b, t) + 0.25)
+    assert "Hint:" not in str(err.value) and "B=64, tau=0.5" in str(err.value)
+
+
+def _alignment_unnormalised(z1, z2):
+    return sum(float(((z1[i] - z2[i]) ** 2).sum()) for i in range(len(z1))) / len(z1)
+
+
+def _alignment_half(z1, z2):  # 1 - cos = half the squared distance on the sphere
+    a, b = _unit_rows(z1), _unit_rows(z2)
+    return sum(1 - float(torch.dot(a[i], b[i])) for i in range(len(a))) / len(a)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (_alignment_unnormalised, "L2-normalise the rows first"),
+    (lambda a, b: sum(float(((_unit_rows(a)[i] - _unit_rows(b)[i]) ** 2).sum()) ** 0.5 for i in range(len(a))) / len(a),
+     "square the distances"),
+    (lambda a, b: _ref_alignment(a, b) * len(a), "do not sum"),
+    (_alignment_half, "you return half of it"),
+    (lambda a, b: _ref_alignment(a, b) / a.shape[1], "averaged over the dimensions too"),
+], ids=["unnormalised", "not-squared", "sum", "one-minus-cos", "mean-over-dims"])
+def test_alignment_from_views_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 3.3") as err:
+        ex.check_alignment_from_views(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+def test_alignment_from_views_per_pair_shape_is_reported():
+    with pytest.raises(AssertionError, match=r"has shape \(6,\), expected \(\)"):
+        ex.check_alignment_from_views(lambda a, b: (_unit_rows(a) - _unit_rows(b)).pow(2).sum(1))
+
+
+CHAPTER03 = {"check_unsup_simcse_loss": "Exercise 3.1", "check_identical_views_loss": "Exercise 3.2",
+             "check_alignment_from_views": "Exercise 3.3"}
+
+
+@pytest.mark.parametrize("check_name", list(CHAPTER03))
+def test_chapter03_not_implemented_and_none(check_name):
+    with pytest.raises(AssertionError, match="not implemented yet") as err:
+        getattr(ex, check_name)(_raise_not_implemented)
+    assert str(err.value).startswith(CHAPTER03[check_name])
+    with pytest.raises(AssertionError, match="did you forget `return`"):
+        getattr(ex, check_name)(_return_none)
