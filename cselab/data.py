@@ -5,6 +5,7 @@ Data root = the ``data_dir`` argument, else ``$CSELAB_DATA_DIR``, else the user 
 
     senteval/downstream/STS/STS12-en-test/ ...   SentEval's standard layout
     senteval/downstream/SICK/SICK_test_annotated.txt ...
+    senteval/downstream/MRPC/msr_paraphrase_{train,test}.txt
     nli/nli_for_simcse.csv                         sent0,sent1,hard_neg
     unsup/wiki1m_for_simcse.txt                    one sentence per line
 
@@ -68,6 +69,19 @@ class ScoredPairs:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+@dataclass
+class LabeledPairs:
+    """Sentence pairs with binary labels (1 = paraphrase / match). ``labels``: (n,) int64 of 0/1."""
+
+    sentences1: list[str]
+    sentences2: list[str]
+    labels: np.ndarray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
 # ------------------------------------------------------------------ locations
@@ -234,6 +248,61 @@ def load_sts_task(task: str, split: str = "test", data_dir: str | os.PathLike | 
     if task == "SICKRelatedness":
         return {split: read_sick(split, data_dir)}
     raise ValueError(f"Unknown STS task {task!r}; choose from {list(STS_TASKS)}.")
+
+
+# ------------------------------------------------------------------ binary pair classification
+MRPC_SPLITS = {"train": "msr_paraphrase_train.txt", "test": "msr_paraphrase_test.txt"}
+MRPC_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+
+
+def _label(value: str, path: Path, line: int) -> int:
+    if value.strip() not in ("0", "1"):
+        raise DataFormatError(f"{path}:{line}: label {value!r} is not 0 or 1; fix or remove that line.")
+    return int(value)
+
+
+def _labeled_rows(path: Path, lines: list[str], columns: tuple[int, int, int], expected: list[str]) -> LabeledPairs:
+    """Rows after the header; ``columns`` = (label, sentence1, sentence2) field indices."""
+    header = "<TAB>".join(expected)
+    if not lines or [h.strip() for h in lines[0].split("\t")] != expected:
+        found = lines[0].split("\t") if lines else "an empty file"
+        raise DataFormatError(f"{path}:1: expected the header {header}, found {found}.")
+    s1, s2, labels = [], [], []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != len(expected):
+            raise DataFormatError(f"{path}:{number}: expected {len(expected)} tab-separated columns "
+                                  f"({header}), found {len(fields)}.")
+        label, first, second = (fields[i] for i in columns)
+        labels.append(_label(label, path, number))
+        first, second = _normalise(first), _normalise(second)
+        if not first or not second:
+            raise DataFormatError(f"{path}:{number}: empty sentence; every pair needs two sentences.")
+        s1.append(first)
+        s2.append(second)
+    return LabeledPairs(s1, s2, np.asarray(labels, dtype=np.int64), path.name)
+
+
+def read_mrpc(split: str = "test", data_dir: str | os.PathLike | None = None) -> LabeledPairs:
+    """Microsoft Research Paraphrase Corpus, SentEval layout (``MRPC/msr_paraphrase_<split>.txt``).
+
+    The files start with a UTF-8 BOM and the header ``Quality, #1 ID, #2 ID, #1 String, #2 String``
+    (tab-separated); ``Quality`` is the label (1 = paraphrase). Like SentEval's ``MRPCEval`` the
+    sentences are whitespace-split and re-joined. ``train``: 4,076 pairs (2,753 positive);
+    ``test``: 1,725 pairs (1,147 positive). There is no dev split (SentEval cross-validates on train).
+    """
+    if split not in MRPC_SPLITS:
+        raise ValueError(f"Unknown split {split!r} for MRPC; choose one of {list(MRPC_SPLITS)}.")
+    path = senteval_path(data_dir, "MRPC", MRPC_SPLITS[split])
+    pairs = _labeled_rows(path, read_lines(path), (0, 3, 4), MRPC_HEADER)
+    pairs.source = f"MRPC/{split}"
+    return pairs
+
+
+def read_labeled_pairs(path: str | os.PathLike) -> LabeledPairs:
+    """Your own binary pairs: header ``label<TAB>sentence1<TAB>sentence2``, labels 0/1 (1 = match)."""
+    path = Path(path)
+    return _labeled_rows(path, read_lines(path), (0, 1, 2), ["label", "sentence1", "sentence2"])
 
 
 # ------------------------------------------------------------------ training files

@@ -777,3 +777,133 @@ def test_download_default_dest_is_data_root(http_root, tmp_path, monkeypatch):
     target = D.download("wiki1m", url=base + "f.txt", progress=False)
     assert target == tmp_path / "fresh-root" / "unsup" / "wiki1m_for_simcse.txt"
     assert D.read_sentences(target) == ["one sentence"]
+
+
+# ================================================================ MRPC and user labelled pairs
+MRPC_COUNTS = {"train": 4076, "test": 1725}
+MRPC_HEADER_LINE = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
+
+
+def _parse_mrpc_independently(path: Path) -> tuple[list[str], list[str], list[int]]:
+    """SentEval MRPCEval.loadFile with the csv module: utf-8-sig drops the BOM, no quoting (the
+    sentences contain bare '"'), header skipped; label column 0, sentences columns 3 and 4."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert rows[0] == ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+    s1 = [" ".join(r[3].split()) for r in rows[1:]]
+    s2 = [" ".join(r[4].split()) for r in rows[1:]]
+    return s1, s2, [int(r[0]) for r in rows[1:]]
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("split", list(MRPC_COUNTS))
+def test_mrpc_counts_and_labels_equal_independent_parse(shared_data_dir, split):
+    path = shared_data_dir / "senteval" / "downstream" / "MRPC" / f"msr_paraphrase_{split}.txt"
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")  # the real files carry a BOM
+    s1, s2, labels = _parse_mrpc_independently(path)
+    pairs = D.read_mrpc(split, shared_data_dir)
+    assert len(pairs) == MRPC_COUNTS[split] == len(labels)
+    assert pairs.source == f"MRPC/{split}"
+    assert pairs.labels.dtype == np.int64 and pairs.labels.shape == (MRPC_COUNTS[split],)
+    assert pairs.labels.tolist() == labels
+    positives = sum(1 for y in labels if y == 1)
+    assert int(pairs.labels.sum()) == positives
+    assert {"train": 2753, "test": 1147}[split] == positives  # computed once with awk on the raw files
+    assert pairs.sentences1 == s1 and pairs.sentences2 == s2
+    _assert_normalised(pairs.sentences1, f"MRPC/{split}/s1")
+    _assert_normalised(pairs.sentences2, f"MRPC/{split}/s2")
+
+
+@pytest.mark.shared_data
+def test_mrpc_first_test_pair_equals_raw_line(shared_data_dir):
+    path = shared_data_dir / "senteval" / "downstream" / "MRPC" / "msr_paraphrase_test.txt"
+    second_line = path.read_bytes().decode("utf-8").split("\n")[1].split("\t")
+    pairs = D.read_mrpc("test", shared_data_dir)
+    assert not pairs.sentences1[0].startswith("\ufeff")
+    assert (pairs.labels[0], pairs.sentences1[0], pairs.sentences2[0]) == (
+        int(second_line[0]), " ".join(second_line[3].split()), " ".join(second_line[4].split()))
+
+
+def _mrpc_file(root: Path, split: str, body: str | bytes, bom: bool = True) -> Path:
+    head = ("\ufeff" if bom else "") + MRPC_HEADER_LINE + "\n"
+    if isinstance(body, bytes):
+        return _write(root / "senteval" / "downstream" / "MRPC" / f"msr_paraphrase_{split}.txt",
+                      head.encode("utf-8") + body)
+    return _write(root / "senteval" / "downstream" / "MRPC" / f"msr_paraphrase_{split}.txt", head + body)
+
+
+def test_mrpc_synthetic_bom_crlf_and_normalisation(tmp_path):
+    _mrpc_file(tmp_path, "train", b'1\t11\t12\t  He said " yes "  .\tHe  said yes .\r\n0\t13\t14\ta\tb\r\n')
+    pairs = D.read_mrpc("train", tmp_path)
+    assert pairs.sentences1 == ['He said " yes " .', "a"]
+    assert pairs.sentences2 == ["He said yes .", "b"]
+    assert pairs.labels.tolist() == [1, 0] and pairs.labels.dtype == np.int64
+    assert len(pairs) == 2 and pairs.source == "MRPC/train"
+    _mrpc_file(tmp_path, "test", "0\t1\t2\tx\ty\n", bom=False)  # a file without BOM reads the same way
+    assert D.read_mrpc(data_dir=tmp_path).sentences1 == ["x"]
+
+
+@pytest.mark.parametrize("label", ["2", "-1", "yes", "", "1.0"])
+def test_mrpc_label_not_binary(tmp_path, label):
+    path = _mrpc_file(tmp_path, "test", f"1\t1\t2\ta\tb\n{label}\t3\t4\tc\td\n")
+    with pytest.raises(DataFormatError) as info:
+        D.read_mrpc("test", tmp_path)
+    _assert_names(info, f"{path}:3", repr(label), "not 0 or 1")
+
+
+@pytest.mark.parametrize("row", ["1\t1\t2\tonly one sentence", "1\t1\t2\ta\tb\tc", "", "1,1,2,a,b"])
+def test_mrpc_malformed_row(tmp_path, row):
+    path = _mrpc_file(tmp_path, "test", f"1\t1\t2\ta\tb\n0\t3\t4\tc\td\n{row}\n")
+    with pytest.raises(DataFormatError) as info:
+        D.read_mrpc("test", tmp_path)
+    _assert_names(info, f"{path}:4", "expected 5 tab-separated columns", "#1 String")
+
+
+def test_mrpc_empty_sentence(tmp_path):
+    path = _mrpc_file(tmp_path, "test", "1\t1\t2\t  \tb\n")
+    with pytest.raises(DataFormatError) as info:
+        D.read_mrpc("test", tmp_path)
+    _assert_names(info, f"{path}:2", "empty sentence")
+
+
+def test_mrpc_wrong_header(tmp_path):
+    path = _write(tmp_path / "senteval" / "downstream" / "MRPC" / "msr_paraphrase_test.txt", "1\t1\t2\ta\tb\n")
+    with pytest.raises(DataFormatError) as info:
+        D.read_mrpc("test", tmp_path)
+    _assert_names(info, f"{path}:1", "expected the header", "Quality")
+    _write(path, "")
+    with pytest.raises(DataFormatError) as info:
+        D.read_mrpc("test", tmp_path)
+    _assert_names(info, f"{path}:1", "empty file")
+
+
+def test_mrpc_unknown_split_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown split 'dev' for MRPC.*'train', 'test'"):
+        D.read_mrpc("dev", tmp_path)
+    (tmp_path / "senteval" / "downstream" / "MRPC").mkdir(parents=True)
+    with pytest.raises(DataNotFoundError) as info:
+        D.read_mrpc("train", tmp_path)
+    _assert_names(info, "msr_paraphrase_train.txt", "cselab download senteval")
+
+
+def test_read_labeled_pairs(tmp_path):
+    path = _write(tmp_path / "mine.tsv", "\ufefflabel\tsentence1\tsentence2\r\n1\ta  cat\tA cat .\r\n0\tx\ty\r\n")
+    pairs = D.read_labeled_pairs(path)
+    assert isinstance(pairs, D.LabeledPairs)
+    assert (pairs.sentences1, pairs.sentences2, pairs.labels.tolist()) == (["a cat", "x"], ["A cat .", "y"], [1, 0])
+    assert pairs.source == "mine.tsv" and len(pairs) == 2
+
+
+def test_read_labeled_pairs_errors(tmp_path):
+    path = _write(tmp_path / "bad.tsv", "score\tsentence1\tsentence2\n1\ta\tb\n")
+    with pytest.raises(DataFormatError) as info:
+        D.read_labeled_pairs(path)
+    _assert_names(info, f"{path}:1", "label<TAB>sentence1<TAB>sentence2")
+    _write(path, "label\tsentence1\tsentence2\n1\ta\tb\n0.7\tc\td\n")
+    with pytest.raises(DataFormatError) as info:
+        D.read_labeled_pairs(path)
+    _assert_names(info, f"{path}:3", "'0.7'", "not 0 or 1")
+    _write(path, "label\tsentence1\tsentence2\n1\ta b\n")
+    with pytest.raises(DataFormatError) as info:
+        D.read_labeled_pairs(path)
+    _assert_names(info, f"{path}:2", "expected 3 tab-separated columns", "found 2")
