@@ -4,6 +4,7 @@ Usage (from the repository root, inside the course environment)::
 
     python data/make_data.py toy        # toy_corpus.tsv, sts_sample.tsv, toy_nli.csv (no input needed)
     python data/make_data.py vocab --sentences ../shared/data/unsup/sentences.txt
+    python data/make_data.py tiny-mlm   # tiny_mlm/: DiffCSE's offline generator (needs torch, transformers)
 
 Everything is deterministic: the same command gives byte-identical files.
 See data/README.md for what each file is for.
@@ -160,6 +161,42 @@ def make_vocab(sentences: Path, vocab_size: int = 8000) -> None:
             f.write(token + "\n")
 
 
+def make_tiny_mlm(steps: int = 600, seed: int = 0) -> None:
+    """A tiny masked-LM over ``tiny_vocab.txt``, trained on the toy corpus: DiffCSE's ``ci`` generator.
+
+    1 layer, hidden 64, 2 heads; BERT masking (30 %, 80/10/10) of the 1,024 toy sentences,
+    ``steps`` AdamW steps of batch 64 at lr 2e-3. Saved in float16 (about 1 MB) as a
+    transformers directory ``tiny_mlm/`` that ``cselab`` loads as ``cselab/tiny-mlm``.
+    """
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from cselab.augment import mask_tokens
+    from cselab.encoders import TINY_VOCAB, _wordpiece_tokenizer
+
+    torch.manual_seed(seed)
+    tok = _wordpiece_tokenizer(TINY_VOCAB)
+    sentences = [line.split("\t", 1)[1] for line in (HERE / "toy_corpus.tsv").read_text("utf-8").splitlines()[1:]]
+    enc = tok(sentences, padding=True, return_tensors="pt")
+    config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=256, max_position_embeddings=64, pad_token_id=tok.pad_token_id)
+    model = BertForMaskedLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        rows = torch.randint(len(sentences), (64,), generator=g)
+        ids, mask = enc["input_ids"][rows], enc["attention_mask"][rows]
+        masked, labels = mask_tokens(ids, tok, 0.30, attention_mask=mask, generator=g)
+        loss = model(input_ids=masked, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == steps - 1:
+            print(f"step {step}: MLM loss {loss.item():.3f}")
+    model.half().save_pretrained(HERE / "tiny_mlm", safe_serialization=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -167,10 +204,14 @@ def main() -> None:
     v = sub.add_parser("vocab", help="write tiny_vocab.txt")
     v.add_argument("--sentences", type=Path, required=True, help="unlabeled sentences, one per line")
     v.add_argument("--vocab-size", type=int, default=8000)
+    m = sub.add_parser("tiny-mlm", help="write tiny_mlm/ (DiffCSE's offline generator)")
+    m.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
     if args.what == "toy":
         make_toy()
         make_nli()
+    elif args.what == "tiny-mlm":
+        make_tiny_mlm(args.steps)
     else:
         make_vocab(args.sentences, args.vocab_size)
 

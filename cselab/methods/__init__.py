@@ -6,6 +6,8 @@ and ``eval_encoder(encoder)``; the trainer, encoder and evaluator stay generic.
 """
 from __future__ import annotations
 
+from .diffcse import DiffCSE, load_generator
+from .esimcse import ESimCSE
 from .simcse import SimCSE
 
 
@@ -19,7 +21,17 @@ def build_method(config, encoder):
         return SimCSE(hidden, supervised=True, temperature=config.temperature,
                       hard_negative_weight=config.hard_negative_weight, initializer_range=init,
                       pooler_type=config.pooler_type)
+    if config.method == "esimcse":
+        return ESimCSE(encoder, temperature=config.temperature, dup_rate=config.dup_rate,
+                       queue_size=config.queue_size, momentum=config.momentum, momentum_init=config.momentum_init,
+                       seed=config.seed, pooler_type=config.pooler_type, initializer_range=init)
+    if config.method == "diffcse":
+        generator = load_generator(config.generator, encoder)
+        return DiffCSE(encoder, generator, temperature=config.temperature, lambda_weight=config.lambda_weight,
+                       masking_ratio=config.masking_ratio, batchnorm=config.batchnorm,
+                       pooler_type=config.pooler_type, rtd_include_padding=config.rtd_include_padding,
+                       initializer_range=init)
     raise ValueError(f"Unknown method {config.method!r}.")
 
 
-__all__ = ["SimCSE", "build_method"]
+__all__ = ["DiffCSE", "ESimCSE", "SimCSE", "build_method", "load_generator"]

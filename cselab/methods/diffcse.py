@@ -1,0 +1,232 @@
+"""DiffCSE (Chuang et al. 2022): SimCSE's dropout views + conditional replaced-token detection.
+
+The contrastive part is unsupervised SimCSE (two dropout views in one forward pass, in-batch
+InfoNCE, τ = 0.05), except that the projector is DiffCSE's ``ProjectionMLP`` with BatchNorm
+(``--batchnorm``): Linear(H, 2H, no bias) → BN → ReLU → Linear(2H, H, no bias) → BN without
+affine. Both are used only in training; evaluation is ``cls_before_pooler`` (reference §6.2).
+
+The auxiliary part (§3 of the paper, official ``cl_forward``, reference §6.1):
+
+1. both views of the 2B sequences are masked independently (BERT's 80/10/10 scheme with
+   probability ``masking_ratio`` = 0.30, special tokens never masked);
+2. a **frozen** MLM generator fills *every* position by argmax (greedy, no sampling);
+   position 0 is reset to the [CLS]/<s> id; ``replaced = (generated != original) * mask``;
+3. a **discriminator**, a separate copy of the encoder made from its pretrained weights and
+   trained jointly, reads the generated sentence with its position-0 input embedding (the
+   output of the embedding layer, after LayerNorm and dropout) **replaced** by the sentence
+   vector ``h`` after the projector; the RTD gradient reaches the encoder through ``h``;
+4. ``electra_head`` = Linear(H, 2) (PyTorch default init) and a two-way cross-entropy per
+   position, averaged over **all** positions including padding as the official code does
+   (``rtd_include_padding=False`` averages over real tokens only).
+
+Loss = contrastive + λ · RTD, λ = ``lambda_weight`` (0.005 for BERT-base).
+
+Choices documented: the generator is kept out of the module tree, so it is neither optimised
+nor written into every checkpoint (it is frozen and reloaded by name); with ``pooler_type``
+other than ``cls`` there is no projector (official ``cl_forward``), and ``h`` is the pooled vector.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..augment import mask_tokens
+from ..distributed import gather_with_grad
+from ..encoders import SentenceEncoder, pool
+from ..losses import info_nce, replaced_token_detection_loss
+from .simcse import POOLER_TYPES, simcse_mlp
+
+
+class ProjectionMLP(nn.Module):
+    """DiffCSE's projector: Linear(H, 2H) → BN(2H) → ReLU → Linear(2H, H) → BN(H, affine=False).
+
+    Input and output (n, H). The BatchNorm statistics of a training batch mix both views.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(hidden_size, 2 * hidden_size, bias=False),
+            nn.BatchNorm1d(2 * hidden_size),
+            nn.ReLU(),
+            nn.Linear(2 * hidden_size, hidden_size, bias=False),
+            nn.BatchNorm1d(hidden_size, affine=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def check_same_vocabulary(encoder_tokenizer, generator_tokenizer, generator_name: str = "generator") -> None:
+    """Refuse a generator whose token ids mean other tokens than the encoder's.
+
+    The discriminator compares generated ids with the original ids position by position, so the
+    two vocabularies must be identical (DistilBERT for BERT, DistilRoBERTa for RoBERTa).
+    """
+    enc, gen = encoder_tokenizer.get_vocab(), generator_tokenizer.get_vocab()
+    if enc != gen:
+        differ = sorted(set(enc.items()) ^ set(gen.items()), key=lambda kv: kv[1])[:3]
+        raise ValueError(
+            f"The generator {generator_name!r} has a different vocabulary from the encoder's ({len(gen)} vs "
+            f"{len(enc)} entries; e.g. {differ}). DiffCSE compares token ids, so use a generator with the "
+            "encoder's tokenizer: distilbert-base-uncased for bert-base-uncased, distilroberta-base for "
+            "roberta-base, cselab/tiny-mlm for cselab/tiny.")
+
+
+TINY_MLM = "cselab/tiny-mlm"
+TINY_MLM_DIR = Path(__file__).resolve().parents[2] / "data" / "tiny_mlm"
+
+
+def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
+    """The frozen MLM generator, after checking that it shares the encoder's vocabulary.
+
+    ``cselab/tiny-mlm`` is the offline generator of the ``ci`` profile: a 1-layer masked LM
+    over the tiny encoder's vocabulary, trained by the course on its toy corpus
+    (``data/tiny_mlm/``, see ``data/README.md``). Anything else is loaded with
+    ``AutoModelForMaskedLM`` / ``AutoTokenizer`` from the hub or a local directory
+    (DiffCSE: ``distilbert-base-uncased`` for BERT, ``distilroberta-base`` for RoBERTa).
+
+    Raises:
+        ValueError: the generator's vocabulary differs from the encoder's.
+    """
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    if name_or_path == TINY_MLM:
+        from ..encoders import TINY_VOCAB, _wordpiece_tokenizer
+
+        if not (TINY_MLM_DIR / "config.json").is_file():
+            raise FileNotFoundError(f"{TINY_MLM_DIR} is missing; it ships with the course repository "
+                                    "(regenerate it with `python data/make_data.py tiny-mlm`).")
+        tokenizer = _wordpiece_tokenizer(TINY_VOCAB)
+        model = AutoModelForMaskedLM.from_pretrained(TINY_MLM_DIR, dtype=torch.float32)
+    else:
+        from ..encoders import HubUnreachableError
+        from ..profiles import hub_reachable
+
+        try:  # a local directory or the Hugging Face cache first: works offline
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+            model = AutoModelForMaskedLM.from_pretrained(name_or_path, local_files_only=True)
+        except OSError as exc:
+            if Path(name_or_path).exists():
+                raise FileNotFoundError(f"generator={name_or_path!r}: not a masked-LM directory with its "
+                                        f"tokenizer ({exc}).") from None
+            if not hub_reachable():
+                raise HubUnreachableError(
+                    f"Cannot load the DiffCSE generator {name_or_path!r}: not cached and the hub cannot be "
+                    f"reached. Download it where there is a network, or use generator={TINY_MLM!r} "
+                    "(profile 'ci').") from None
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            model = AutoModelForMaskedLM.from_pretrained(name_or_path)
+    check_same_vocabulary(encoder.tokenizer, tokenizer, name_or_path)
+    return model.eval()
+
+
+class DiffCSE(nn.Module):
+    """DiffCSE's training head: views, projector, discriminator, RTD head and the loss.
+
+    Args:
+        encoder: the sentence encoder being trained; the discriminator starts as a copy of it.
+        generator: a frozen masked-LM (``logits`` of shape (n, seq, vocab)) with the encoder's vocabulary.
+        temperature: τ of the contrastive loss (0.05).
+        lambda_weight: λ, the weight of the RTD loss (0.005 for BERT-base).
+        masking_ratio: probability that a token is selected for masking (0.30).
+        batchnorm: ProjectionMLP (True, official ``--batchnorm``) or SimCSE's Linear + Tanh.
+        pooler_type: ``cls`` (projector over [CLS]) or a pooler used without projector.
+        rtd_include_padding: average the RTD loss over padding too (official: True).
+        initializer_range: std of the Linear + Tanh MLP when ``batchnorm=False``.
+    """
+
+    columns = ("sent0",)
+
+    def __init__(self, encoder: SentenceEncoder, generator: nn.Module, temperature: float = 0.05,
+                 lambda_weight: float = 0.005, masking_ratio: float = 0.30, batchnorm: bool = True,
+                 pooler_type: str = "cls", rtd_include_padding: bool = True,
+                 initializer_range: float = 0.02) -> None:
+        super().__init__()
+        if pooler_type not in POOLER_TYPES:
+            raise ValueError(f"pooler_type={pooler_type!r}; choose one of {list(POOLER_TYPES)}.")
+        if not 0.0 < masking_ratio < 1.0:
+            raise ValueError(f"masking_ratio={masking_ratio} must be in (0, 1) (DiffCSE: 0.30).")
+        if not lambda_weight >= 0.0:
+            raise ValueError(f"lambda_weight={lambda_weight} must be >= 0 (DiffCSE: 0.005).")
+        hidden = encoder.model.config.hidden_size
+        self.temperature = temperature
+        self.lambda_weight = lambda_weight
+        self.masking_ratio = masking_ratio
+        self.pooler_type = pooler_type
+        self.rtd_include_padding = rtd_include_padding
+        self.mlp = None
+        if pooler_type == "cls":
+            self.mlp = ProjectionMLP(hidden) if batchnorm else simcse_mlp(hidden, initializer_range)
+        self.discriminator = copy.deepcopy(encoder.model)  # from the encoder's (pretrained) weights
+        if getattr(self.discriminator, "pooler", None) is not None:
+            self.discriminator.pooler = None  # official: BertModel(add_pooling_layer=False)
+        self.electra_head = nn.Linear(hidden, 2)
+        for p in generator.parameters():
+            p.requires_grad_(False)
+        self._frozen = [generator.eval()]  # a list, not a submodule: no optimiser, no checkpoint
+        self.last_stats: dict[str, float] = {}
+
+    @property
+    def generator(self) -> nn.Module:
+        return self._frozen[0]
+
+    def _apply(self, fn, recurse=True):  # .to(device) moves the generator too
+        self._frozen[0] = self._frozen[0]._apply(fn)
+        return super()._apply(fn, recurse)
+
+    def sentence_vectors(self, encoder: SentenceEncoder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """h: the projector's output (or the pooled vector) of every sequence. Returns (n, H)."""
+        layers = self.pooler_type in ("avg_top2", "avg_first_last")
+        out = encoder.model(**batch, output_hidden_states=layers, return_dict=True)
+        if self.mlp is not None:
+            return self.mlp(out.last_hidden_state[:, 0])
+        return pool(self.pooler_type, batch["attention_mask"], out.last_hidden_state,
+                    out.hidden_states if layers else None)
+
+    def discriminate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     h: torch.Tensor) -> torch.Tensor:
+        """RTD logits of the discriminator conditioned on h. ids/mask (n, seq), h (n, H) → (n, seq, 2)."""
+        def condition(module, inputs, output):  # replace the whole position-0 input embedding by h
+            return torch.cat([h.unsqueeze(1).to(output.dtype), output[:, 1:]], dim=1)
+
+        handle = self.discriminator.embeddings.register_forward_hook(condition)
+        try:
+            hidden = self.discriminator(input_ids=input_ids, attention_mask=attention_mask,
+                                        return_dict=True).last_hidden_state  # (n, seq, H)
+        finally:
+            handle.remove()
+        return self.electra_head(hidden)
+
+    def loss(self, encoder: SentenceEncoder, rows: dict[str, list[list[int]]]) -> torch.Tensor:
+        ids = rows["sent0"]
+        b = len(ids)
+        batch = encoder.collate(ids + ids)  # (2B, seq): two dropout views in one forward pass
+        h = self.sentence_vectors(encoder, batch)  # (2B, H)
+        z1, z2 = (gather_with_grad(part) for part in h.split(b))
+        contrastive = info_nce(z1, z2, temperature=self.temperature)
+
+        input_ids, mask = batch["input_ids"], batch["attention_mask"]
+        masked, _ = mask_tokens(input_ids, encoder.tokenizer, self.masking_ratio, attention_mask=mask)
+        with torch.no_grad():
+            generated = self.generator(input_ids=masked, attention_mask=mask).logits.argmax(-1)  # (2B, seq)
+        generated[:, 0] = input_ids[:, 0]  # official: g_pred[:, 0] = cls_token
+        replaced = (generated != input_ids).long() * mask
+        logits = self.discriminate(generated * mask, mask, h)
+        rtd = replaced_token_detection_loss(logits, replaced, mask, include_padding=self.rtd_include_padding)
+        with torch.no_grad():
+            real = mask.bool()
+            pred = logits.argmax(-1)
+            self.last_stats = {
+                "rtd_loss": float(rtd), "replaced_fraction": float(replaced[real].float().mean()),
+                "rtd_accuracy": float((pred == replaced)[real].float().mean()),
+            }
+        return contrastive + self.lambda_weight * rtd
+
+    def eval_encoder(self, encoder: SentenceEncoder) -> SentenceEncoder:
+        """Evaluation without the projector: raw [CLS] (``cls_before_pooler``) or the pooler itself."""
+        pooling = "cls_before_pooler" if self.pooler_type == "cls" else self.pooler_type
+        return SentenceEncoder(encoder.model, encoder.tokenizer, pooling, name=encoder.name)

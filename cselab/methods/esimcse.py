@@ -1,0 +1,105 @@
+"""ESimCSE (Wu et al. 2022): word repetition for the positive view + a momentum-contrast queue.
+
+Views (§3.1; official ``--dup_type bpe``, reference §5.1): view 0 is the sentence, view 1 is the
+sentence with a few subword tokens repeated in place (:func:`cselab.augment.word_repetition`,
+``dup_rate`` 0.32), so a positive pair no longer has equal lengths and length stops being a
+shortcut. Like the official code, the repetition is drawn **once** when the data is prepared
+(:meth:`ESimCSE.prepare_dataset`, cached by ``datasets``) and reused.
+
+Loss (§3.2, official ``cl_forward``/``compute_loss``, reference §5.2): SimCSE's one-directional
+InfoNCE over the two views (both through the encoder with dropout, one forward pass), with the
+queue's M embeddings as extra negatives of every row::
+
+    S = [cos(z1_i, z2_j) / τ  (B × B)  |  cos(z1_i, q_m) / τ  (B × M)],   L = CE(S, arange(B))
+
+After the loss: an EMA step of the momentum encoder (m = 0.995), then the momentum encoder
+embeds view 0 with dropout off, passes it through the *online* MLP, and the result is enqueued
+(FIFO, 160): the current batch is a negative only from the next step on. The queue is emptied at
+each epoch start. The queue and the EMA weights are buffers/parameters of this module, so the
+trainer's checkpoints carry them and a resumed run continues exactly.
+
+Choices documented (reference §14 item 4): the official momentum encoder starts from *random*
+weights (it is built before the pretrained weights are loaded); here ``momentum_init="copy"``
+(a copy of the online encoder) is the default and ``"random"`` reproduces the official run.
+Under ``torchrun`` z1/z2 are gathered like SimCSE's; each process keeps its own queue.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..augment import repeat_batch
+from ..distributed import gather_with_grad
+from ..encoders import SentenceEncoder, pool
+from ..losses import info_nce
+from ..memory import EmbeddingQueue, MomentumEncoder
+from .simcse import SimCSE
+
+
+def _repeat_column(batch: dict, indices: list[int], dup_rate: float, seed: int, special_ids: list[int]) -> dict:
+    # one generator per map batch, seeded by the batch's first row: the same rows get the same repetition
+    return {"sent1": repeat_batch(batch["sent0"], dup_rate, seed=seed * 1_000_003 + indices[0],
+                                  special_ids=special_ids)}
+
+
+class ESimCSE(SimCSE):
+    """ESimCSE's training head: word-repeated positives, momentum encoder and queue.
+
+    Args:
+        encoder: the encoder being trained (the momentum encoder copies its architecture).
+        temperature: τ (0.05).
+        dup_rate: fraction of tokens that may be repeated (BERT 0.32, RoBERTa 0.30).
+        queue_size: M, the number of queued negatives (160); 0 turns the queue off.
+        momentum: EMA coefficient m of the momentum encoder (0.995).
+        momentum_init: ``"copy"`` (default) or ``"random"`` (official behaviour).
+        seed: seed of the word repetition and of a random momentum encoder.
+        pooler_type, initializer_range: as :class:`SimCSE`.
+    """
+
+    def __init__(self, encoder: SentenceEncoder, temperature: float = 0.05, dup_rate: float = 0.32,
+                 queue_size: int = 160, momentum: float = 0.995, momentum_init: str = "copy", seed: int = 0,
+                 pooler_type: str = "cls", initializer_range: float = 0.02) -> None:
+        hidden = encoder.model.config.hidden_size
+        super().__init__(hidden, supervised=False, temperature=temperature, initializer_range=initializer_range,
+                         pooler_type=pooler_type)
+        if not 0.0 <= dup_rate <= 1.0:  # also NaN
+            raise ValueError(f"dup_rate={dup_rate} must be in [0, 1] (ESimCSE: 0.32).")
+        self.dup_rate = dup_rate
+        self.seed = seed
+        self.queue = EmbeddingQueue(queue_size, hidden)
+        self.momentum_encoder = MomentumEncoder(encoder.model, momentum=momentum, init=momentum_init, seed=seed)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("sent0",)
+
+    def prepare_dataset(self, dataset, tokenizer):
+        """Add column ``sent1``: view 0's token ids with repeated tokens (drawn once, deterministic)."""
+        return dataset.map(_repeat_column, batched=True, with_indices=True, desc="Word repetition",
+                           fn_kwargs={"dup_rate": self.dup_rate, "seed": self.seed,
+                                      "special_ids": sorted(tokenizer.all_special_ids)})
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.queue.reset()  # official trainers.py: the queue starts empty every epoch
+
+    def views(self, rows: dict[str, list[list[int]]]) -> list[list[list[int]]]:
+        return [rows["sent0"], rows["sent1"]]
+
+    def momentum_embed(self, encoder: SentenceEncoder, ids: list[list[int]]) -> torch.Tensor:
+        """View 0 through the momentum encoder (dropout off) and the online MLP, no grad. (n, H)."""
+        batch = encoder.collate(ids)
+        layers = self.pooler_type in ("avg_top2", "avg_first_last")
+        with torch.no_grad():
+            out = self.momentum_encoder(**batch, output_hidden_states=layers, return_dict=True)
+            if self.mlp is not None:
+                return self.mlp(out.last_hidden_state[:, 0])
+            return pool(self.pooler_type, batch["attention_mask"], out.last_hidden_state,
+                        out.hidden_states if layers else None)
+
+    def loss(self, encoder: SentenceEncoder, rows: dict[str, list[list[int]]]) -> torch.Tensor:
+        b = len(rows["sent0"])
+        z = self.embed(encoder, rows["sent0"] + rows["sent1"])  # (2B, H), one forward pass
+        z1, z2 = (gather_with_grad(part) for part in z.split(b))
+        loss = info_nce(z1, z2, temperature=self.temperature, queue=self.queue.embeddings())
+        self.momentum_encoder.update(encoder.model)
+        self.queue.enqueue(self.momentum_embed(encoder, rows["sent0"]))  # used from the next step on
+        return loss
