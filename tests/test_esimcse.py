@@ -105,11 +105,9 @@ def test_enqueued_rows_are_the_momentum_encoder_on_the_original_view_through_the
     # EMA step, parameter by parameter: m * momentum + (1 - m) * online
     ema_model, _ = tiny_bert(0)
     ema_model = ema_model.to(torch.float64).eval()
-    state = {}
-    for name, _ in ema_model.named_parameters():
-        state[name] = 0.9 * before[name] + 0.1 * online[name]
-    for name, buffer in ema_model.named_buffers():
-        state[name] = online[name]
+    params = dict(ema_model.named_parameters())
+    state = {name: (0.9 * before[name] + 0.1 * online[name]) if name in params else online[name]
+             for name in ema_model.state_dict()}  # parameters: EMA; persistent buffers: copied
     ema_model.load_state_dict(state)
     for name, p in head.momentum_encoder.model.named_parameters():
         torch.testing.assert_close(p, state[name], rtol=0, atol=1e-12, msg=name)
