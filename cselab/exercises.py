@@ -315,3 +315,302 @@ def check_alpha_zero_loss(fn: Callable) -> None:
                (lambda a, p, n, t: info_nce(a, p, t, negatives=n),
                 "that is alpha = 1; the own contradiction must leave the denominator."),
            ])
+
+
+# ------------------------------------------------------------------ chapter 05
+def _id_row(ids, width: int) -> torch.Tensor:
+    """A token-id list as a fixed-width row ``[length, ids..., -1 padding]`` so that answers of
+    different lengths are compared value by value (the length first, where the message shows it)."""
+    if ids is None:
+        return None  # _check reports the missing `return`
+    ids = [int(i) for i in ids]
+    if len(ids) + 1 > width:
+        width = len(ids) + 1  # longer than any sensible answer: the shape message reports it
+    return torch.tensor([len(ids)] + ids + [-1] * (width - 1 - len(ids)), dtype=torch.float64)
+
+
+def _in_place(ids, positions):
+    chosen, out = set(positions), []
+    for k, t in enumerate(ids):
+        out += [t, t] if k in chosen else [t]
+    return out
+
+
+def check_repeat_tokens(fn: Callable) -> None:
+    """Exercise 5.1: ``fn(ids, dup_rate, rng)`` = ESimCSE's official bpe word repetition of one id list.
+
+    ``rng`` is a ``random.Random``; the learner and the reference each get a fresh one with the same seed,
+    so the same draws (``randrange`` first, then ``sample``) must give the same list.
+    """
+    import random
+
+    from .augment import word_repetition
+
+    def ids_of(seed, length):  # [CLS]=2 ... [SEP]=3 around distinct-looking word ids
+        g = random.Random(1000 + seed)
+        return [2] + [g.randrange(5, 500) for _ in range(length - 2)] + [3]
+
+    # seeds chosen so that the first two cases tell every known mistake apart from the others
+    specs = [(5, 32, 0.32), (6, 20, 0.9), (0, 12, 0.32), (5, 9, 0.05), (0, 3, 0.32), (10, 16, 0.5), (4, 40, 0.32)]
+    cases = [_Case(f"L={length} tokens, dup_rate={rate}, seed {seed}", (ids_of(seed, length), rate, seed))
+             for seed, length, rate in specs]
+    width = 2 * max(length for _, length, _ in specs) + 2
+
+    def run(rule):
+        return lambda ids, rate, seed: _id_row(rule(list(ids), rate, random.Random(seed)), width)
+
+    def paper(ids, rate, r):  # "dup_len in [0, max(2, int(dup_rate * len))]", inclusive
+        n = r.randint(0, max(2, int(rate * len(ids))))
+        return _in_place(ids, r.sample(range(1, len(ids) - 1), min(n, len(ids) - 2)))
+
+    def official(ids, rate, r, length=None, cap=10, candidates=None):
+        bound = int(rate * (len(ids) if length is None else length))
+        if bound <= 0:
+            return list(ids)
+        n = r.randrange(min(cap, bound)) if cap else r.randrange(bound)
+        pool = range(1, len(ids) - 1) if candidates is None else candidates(len(ids))
+        return _in_place(ids, r.sample(pool, min(n, len(pool))))
+
+    def appended(ids, rate, r):
+        bound = int(rate * len(ids))
+        if bound <= 0:
+            return list(ids)
+        n = r.randrange(min(10, bound))
+        positions = r.sample(range(1, len(ids) - 1), n)
+        return list(ids) + [ids[k] for k in positions]
+
+    _check("Exercise 5.1", run(fn), run(lambda ids, rate, r: word_repetition(ids, rate, r)), cases, [
+        (run(paper), "that is the paper's description (randint up to max(2, int(dup_rate * L))); the official "
+         "code draws add_len = rng.randrange(min(10, int(dup_rate * L)))."),
+        (run(lambda ids, rate, r: official(ids, rate, r, length=len(ids) - 2)),
+         "L counts [CLS] and [SEP]: use int(dup_rate * len(ids)) with the full length."),
+        (run(lambda ids, rate, r: official(ids, rate, r, candidates=lambda n: range(n))),
+         "never repeat the first and last token ([CLS], [SEP]): sample positions from range(1, L - 1)."),
+        (run(lambda ids, rate, r: official(ids, rate, r, candidates=lambda n: range(1, n))),
+         "the last position is [SEP]: sample from range(1, L - 1), which stops before L - 1."),
+        (run(lambda ids, rate, r: official(ids, rate, r, cap=None)),
+         "cap the number of repetitions: randrange(min(10, int(dup_rate * L)))."),
+        (run(appended), "repeat each chosen token in place (right after itself), not at the end of the sentence."),
+    ], tol=0)
+
+
+def _esimcse_logits(z1, z2, queue, t):
+    a = F.normalize(z1, dim=-1)
+    cols = torch.cat([F.normalize(z2, dim=-1), F.normalize(queue, dim=-1)])  # (B + M, dim)
+    return a @ cols.T / t  # (B, B + M)
+
+
+def check_esimcse_logits(fn: Callable) -> None:
+    """Exercise 5.2: ``fn(z1, z2, queue, temperature)`` = ESimCSE's (B, B + M) logits; M may be 0."""
+    cases = []
+    for s, (b, m, t) in enumerate([(4, 6, 0.05), (3, 0, 0.05), (5, 10, 0.1), (2, 1, 1.0)]):
+        e = _embeddings(60 + s, 2 * b + m, 8)
+        cases.append(_Case(f"B={b}, M={m}, tau={t}", (e[:b], e[b:2 * b], e[2 * b:], t)))
+    cos = lambda x, y: F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T  # noqa: E731
+    _check("Exercise 5.2", fn, _esimcse_logits, cases, [
+        (lambda a, p, q, t: torch.cat([cos(a, q), cos(a, p)], 1) / t, "put the B positives-and-in-batch columns "
+         "first and the M queue columns after them: row i's target is column i."),
+        (lambda a, p, q, t: torch.cat([cos(a, p), cos(p, q)], 1) / t, "the queue columns score the ANCHORS z1 "
+         "against the queue (cos(z1_i, q_m)), not the second views."),
+        (lambda a, p, q, t: torch.cat([cos(a, p) / t, cos(a, q)], 1), "divide the queue columns by the "
+         "temperature too: they are logits like the others."),
+        (lambda a, p, q, t: torch.cat([cos(a, p), F.normalize(a, dim=-1) @ q.T], 1) / t,
+         "normalise the queue rows too: every logit is a cosine similarity."),
+    ])
+
+
+def check_ema_after(fn: Callable) -> None:
+    """Exercise 5.3: ``fn(theta_m, theta, momentum, steps)`` = the momentum weights after ``steps`` EMA steps
+    towards a fixed ``theta`` (closed form)."""
+    cases = [_Case(f"m={m}, {t} steps", (_embeddings(70 + s, 3, 4), _embeddings(80 + s, 3, 4), m, t))
+             for s, (m, t) in enumerate([(0.9, 7), (0.995, 500), (0.5, 1), (0.99, 0), (0.0, 3)])]
+
+    def reference(w0, w, m, t):
+        return m ** t * w0 + (1 - m ** t) * w
+
+    _check("Exercise 5.3", fn, reference, cases, [
+        (lambda w0, w, m, t: (1 - m) ** t * w0 + (1 - (1 - m) ** t) * w, "m is the weight that STAYS on the "
+         "momentum encoder: theta_m <- m * theta_m + (1 - m) * theta, so the start keeps m ** t."),
+        (lambda w0, w, m, t: max(0.0, 1 - (1 - m) * t) * w0 + min(1.0, (1 - m) * t) * w,
+         "the steps compound: after t steps the start keeps m ** t, not 1 - t (1 - m)."),
+        (lambda w0, w, m, t: m * w0 + (1 - m) * w, "that is one step; apply it `steps` times (or use m ** steps)."),
+    ])
+
+
+def check_steps_until(fn: Callable) -> None:
+    """Exercise 5.4: ``fn(momentum, fraction)`` = the smallest t with momentum ** t <= fraction."""
+    cases = [_Case(f"m={m}, fraction={f}", (m, f))
+             for m, f in [(0.995, 0.01), (0.995, 0.08), (0.9, 0.3), (0.999, 0.5), (0.5, 0.3), (0.99, 0.999)]]
+
+    def reference(m, f):
+        t = max(0, math.ceil(math.log(f) / math.log(m)))
+        while m ** t > f:  # guard the float rounding of log ratios
+            t += 1
+        while t > 0 and m ** (t - 1) <= f:
+            t -= 1
+        return t
+
+    _check("Exercise 5.4", fn, reference, cases, [
+        (lambda m, f: math.floor(math.log(f) / math.log(m)), "round UP with math.ceil: after floor(...) or "
+         "round(...) steps m ** t can still be above the fraction."),
+        (lambda m, f: math.ceil(math.log(f) / math.log(1 - m)), "the start's weight after t steps is m ** t "
+         "(m stays on the momentum encoder), not (1 - m) ** t."),
+        (lambda m, f: math.ceil(math.log(f) / math.log(m)) + 1, "one step too many: the smallest t with "
+         "m ** t <= fraction is ceil(log(fraction) / log(m))."),
+    ], tol=0)
+
+
+# ------------------------------------------------------------------ chapter 06
+def _rtd_batch(seed: int, n: int, seq: int, vocab: int = 40, cls_id: int = 2):
+    """Seeded DiffCSE-like ids: original (n, seq) with [CLS] first and zero padding, a generator output
+    that changes some real tokens, writes other ids at padding, and overwrites position 0 in some rows."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, seq + 1, (n,), generator=g)
+    lengths[0], lengths[-1] = seq, 2  # one full row, one row with [CLS] and one token only
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    original = torch.randint(5, vocab, (n, seq), generator=g) * mask
+    original[:, 0] = cls_id
+    generated = original.clone()
+    change = torch.rand(n, seq, generator=g) < 0.3
+    generated[change] = torch.randint(5, vocab, (int(change.sum()),), generator=g)
+    generated[mask == 0] = torch.randint(5, vocab, (int((mask == 0).sum()),), generator=g)  # MLMs write at padding
+    generated[::2, 0] = cls_id + 1  # the generator does not keep [CLS] in every row
+    return original, generated, mask
+
+
+def _inputs_unchanged(exercise: str, fn: Callable, names: tuple[str, ...]) -> Callable:
+    def wrapped(*args):
+        before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+        out = fn(*args)
+        for name, a, b in zip(names, args, before):
+            if isinstance(a, torch.Tensor) and not torch.equal(a, b):
+                raise AssertionError(f"{exercise}: your function changed its argument `{name}` in place. Hint: work "
+                                     "on a copy (.clone()) or build a new tensor (torch.cat, torch.where).")
+        return out
+    return wrapped
+
+
+def check_replaced_labels(fn: Callable) -> None:
+    """Exercise 6.1: ``fn(original, generated, attention_mask)`` = DiffCSE's RTD labels (n, seq), 0/1.
+
+    Position 0 of ``generated`` is reset to the original first token, padding is labelled 0.
+    """
+    cases = [_Case(f"{n} sequences of length {s}", _rtd_batch(60 + i, n, s))
+             for i, (n, s) in enumerate([(4, 7), (6, 12), (3, 3), (8, 5)])]
+
+    def reference(x, g, m):
+        g = g.clone()
+        g[:, 0] = x[:, 0]
+        return (g != x).long() * m
+
+    def no_reset(x, g, m):
+        return (g != x).long() * m
+
+    def no_mask(x, g, m):
+        return reference(x, g, torch.ones_like(m))
+
+    _check("Exercise 6.1", _inputs_unchanged("Exercise 6.1", fn, ("original", "generated", "attention_mask")),
+           reference, cases, [
+               (no_reset, "reset position 0 first: the official code sets generated[:, 0] = [CLS], so position 0 "
+                "is never labelled 'replaced'."),
+               (no_mask, "multiply by the attention mask: padding positions are labelled 0 even where the "
+                "generator wrote another id there."),
+               (lambda x, g, m: (g != x).long(), "two things are missing: reset position 0 to the original "
+                "[CLS] and multiply by the attention mask (padding = 0)."),
+               (lambda x, g, m: (1 - reference(x, g, m)) * m, "label 1 means REPLACED (generated != original), "
+                "0 means original."),
+           ], tol=0)
+
+
+def _rtd_logits(seed: int, n: int, seq: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 2.0 * torch.randn(n, seq, 2, generator=g, dtype=torch.float64)
+
+
+def check_rtd_loss(fn: Callable) -> None:
+    """Exercise 6.2: ``fn(logits, labels, attention_mask, include_padding)`` = DiffCSE's RTD cross-entropy.
+
+    logits (n, seq, 2), labels and mask (n, seq); the mean over all n * seq positions
+    (``include_padding=True``, official) or over the real tokens only.
+    """
+    cases = []
+    for i, (n, s, pad) in enumerate([(4, 7, False), (4, 7, True), (6, 10, False), (3, 3, True), (5, 8, True)]):
+        x, g, m = _rtd_batch(70 + i, n, s)
+        g[:, 0] = x[:, 0]
+        labels = (g != x).long() * m
+        cases.append(_Case(f"{n} sequences of length {s}, include_padding={pad}", (_rtd_logits(80 + i, n, s),
+                                                                                  labels, m, pad)))
+
+    def per_token(logits, labels):
+        return F.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1).long(), reduction="none")
+
+    def reference(logits, labels, m, pad):
+        ce = per_token(logits, labels)
+        w = m.reshape(-1).to(ce.dtype)
+        return ce.mean() if pad else (ce * w).sum() / w.sum()
+
+    def sigmoid_of_one_logit(logits, labels, m, pad):
+        ce = F.binary_cross_entropy_with_logits(logits[..., 1].reshape(-1), labels.reshape(-1).to(logits.dtype),
+                                                reduction="none")
+        w = m.reshape(-1).to(ce.dtype)
+        return ce.mean() if pad else (ce * w).sum() / w.sum()
+
+    _check("Exercise 6.2", fn, reference, cases, [
+        (lambda lg, lb, m, pad: per_token(lg, lb).mean(), "with include_padding=False average over the real tokens "
+         "only: weight by the attention mask and divide by its sum."),
+        (lambda lg, lb, m, pad: reference(lg, lb, m, False), "with include_padding=True the official code averages "
+         "over ALL n * seq positions, padding included (CrossEntropyLoss over view(-1, 2))."),
+        (lambda lg, lb, m, pad: (per_token(lg, lb) * m.reshape(-1)).sum() / m.numel(),
+         "you zeroed the padding but divided by every position: divide by the number of real tokens "
+         "(attention_mask.sum())."),
+        (sigmoid_of_one_logit, "the head has TWO logits per position: use a two-way softmax cross-entropy "
+         "(F.cross_entropy over the last dimension), not a sigmoid of logit 1."),
+        (lambda lg, lb, m, pad: reference(lg, 1 - lb, m, pad), "class 1 is 'replaced': use the labels as they are."),
+        (lambda lg, lb, m, pad: reference(lg, lb, m, pad) * (lb.numel() if pad else m.sum()),
+         "average over the positions, do not sum."),
+    ])
+
+
+def check_condition_first_position(fn: Callable) -> None:
+    """Exercise 6.3: ``fn(embedding_output, h)`` = the discriminator's encoder input, (n, seq, H).
+
+    Position 0 of ``embedding_output`` (n, seq, H) is replaced by ``h`` (n, H); the result must
+    keep ``h`` in the autograd graph and leave ``embedding_output`` unchanged.
+    """
+    def inputs(seed, n, s, d):
+        g = torch.Generator().manual_seed(seed)
+        return (torch.randn(n, s, d, generator=g, dtype=torch.float64),
+                3.0 * torch.randn(n, d, generator=g, dtype=torch.float64))
+
+    cases = [_Case(f"n={n}, seq={s}, H={d}", inputs(90 + i, n, s, d))
+             for i, (n, s, d) in enumerate([(4, 6, 8), (2, 1, 5), (7, 9, 16)])]
+
+    def reference(e, h):
+        return torch.cat([h.unsqueeze(1), e[:, 1:]], dim=1)
+
+    def checked(e, h):
+        h = h.detach().clone().requires_grad_(True)
+        out = _inputs_unchanged("Exercise 6.3", fn, ("embedding_output", "h"))(e, h)
+        if out is None or not isinstance(out, torch.Tensor):
+            return out
+        if out.grad_fn is None:
+            raise AssertionError("Exercise 6.3: your result does not depend on h through autograd. Hint: do not "
+                                 "detach h (nor go through numpy or .item()): the RTD gradient reaches the sentence "
+                                 "encoder only through h.")
+        return out.detach()
+
+    def added(e, h):
+        out = e.clone()
+        out[:, 0] = out[:, 0] + h
+        return out
+
+    def last_position(e, h):
+        out = e.clone()
+        out[:, -1] = h
+        return out
+
+    _check("Exercise 6.3", checked, reference, cases, [
+        (added, "REPLACE the position-0 embedding by h (official: cat([h, embedding_output[:, 1:]])), do not add h "
+         "to it."),
+        (last_position, "h goes to position 0 (where [CLS] sits), not to the last position."),
+    ], tol=0)

@@ -495,3 +495,165 @@ def test_chapter03_not_implemented_and_none(check_name):
     assert str(err.value).startswith(CHAPTER03[check_name])
     with pytest.raises(AssertionError, match="did you forget `return`"):
         getattr(ex, check_name)(_return_none)
+
+
+# ---- chapter 05 (independent references)
+def _official_bpe_repetition(input_ids, dup_rate, rng):
+    """ESimCSE/train.py:prepare_features, --dup_type bpe (reference §5.1), transcribed with rng for random."""
+    input_len = len(input_ids)
+    dup_len = int(dup_rate * input_len)
+    if dup_len > 0:
+        dup_len = rng.randrange(min(10, dup_len))
+        dup_word_index = rng.sample(list(range(1, input_len - 1)), k=dup_len)
+        r_input_id = []
+        for index, word_id in enumerate(input_ids):
+            r_input_id.append(word_id)
+            if index in dup_word_index:
+                r_input_id.append(word_id)
+        return r_input_id
+    return list(input_ids)
+
+
+def _ref_esimcse_logits(z1, z2, queue, t):
+    """Loops: row i = [cos(z1_i, z2_j) / t for j] + [cos(z1_i, q_m) / t for m]."""
+    a, b = _unit_rows(z1), _unit_rows(z2)
+    q = _unit_rows(queue) if len(queue) else queue
+    rows = [[float(torch.dot(a[i], b[j])) / t for j in range(len(b))] +
+            [float(torch.dot(a[i], q[m])) / t for m in range(len(q))] for i in range(len(a))]
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(a), len(b) + len(q))
+
+
+def _ref_ema_after(w0, w, m, steps):
+    """`steps` explicit EMA steps towards a fixed target."""
+    out = w0.clone()
+    for _ in range(steps):
+        out = m * out + (1 - m) * w
+    return out
+
+
+def _ref_steps_until(m, fraction):
+    t, weight = 0, 1.0
+    while weight > fraction:  # brute force: multiply until the start's weight is at most `fraction`
+        t, weight = t + 1, weight * m
+    return t
+
+
+def test_chapter05_references_pass(capsys):
+    ex.check_repeat_tokens(_official_bpe_repetition)
+    ex.check_esimcse_logits(_ref_esimcse_logits)
+    ex.check_ema_after(_ref_ema_after)
+    ex.check_steps_until(_ref_steps_until)
+    out = capsys.readouterr().out
+    for k in range(1, 5):
+        assert f"Exercise 5.{k}: correct" in out, out
+
+
+def test_steps_until_known_values():
+    # the numbers chapter 05 quotes: 0.995 ** 500 ~ 0.08, 1 % after 919 steps; 0.995 ** 96 ~ 0.62
+    assert _ref_steps_until(0.995, 0.01) == 919
+    assert math.isclose(0.995 ** 500, 0.0816, abs_tol=5e-4) and math.isclose(0.995 ** 96, 0.618, abs_tol=1e-3)
+
+
+def test_repeat_tokens_learner_gets_a_fresh_generator_per_call(capsys):
+    # a learner that ignores rng and uses the global generator cannot reproduce the seeded draws
+    import random
+
+    with pytest.raises(AssertionError, match="Exercise 5.1"):
+        ex.check_repeat_tokens(lambda ids, rate, rng: _official_bpe_repetition(ids, rate, random.Random()))
+    # mutating the input list in place does not change the reference's input
+    ex.check_repeat_tokens(lambda ids, rate, rng: ids.__setitem__(slice(None), _official_bpe_repetition(ids, rate, rng))
+                           or ids)
+    assert "Exercise 5.1: correct" in capsys.readouterr().out
+
+
+def _paper_repetition(ids, rate, rng):
+    n = rng.randint(0, max(2, int(rate * len(ids))))
+    chosen = rng.sample(range(1, len(ids) - 1), min(n, len(ids) - 2))
+    return [t for k, x in enumerate(ids) for t in ([x, x] if k in chosen else [x])]
+
+
+def _repetition_with(ids, rate, rng, length=None, pool=None, cap=10, at_end=False):
+    bound = int(rate * (len(ids) if length is None else length))
+    if bound <= 0:
+        return list(ids)
+    n = rng.randrange(min(cap, bound) if cap else bound)
+    pool = range(1, len(ids) - 1) if pool is None else pool
+    chosen = rng.sample(pool, min(n, len(pool)))
+    if at_end:
+        return list(ids) + [ids[k] for k in chosen]
+    return [t for k, x in enumerate(ids) for t in ([x, x] if k in chosen else [x])]
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (_paper_repetition, "paper's description"),
+    (lambda ids, r, g: _repetition_with(ids, r, g, length=len(ids) - 2), "L counts [CLS] and [SEP]"),
+    (lambda ids, r, g: _repetition_with(ids, r, g, pool=range(len(ids))), "never repeat the first and last"),
+    (lambda ids, r, g: _repetition_with(ids, r, g, pool=range(1, len(ids))), "the last position is [SEP]"),
+    (lambda ids, r, g: _repetition_with(ids, r, g, cap=None), "cap the number of repetitions"),
+    (lambda ids, r, g: _repetition_with(ids, r, g, at_end=True), "in place"),
+], ids=["paper-rule", "length-without-specials", "cls-sep-repeated", "sep-repeated", "no-cap", "appended"])
+def test_repeat_tokens_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 5.1") as err:
+        ex.check_repeat_tokens(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+def test_repeat_tokens_unknown_mistake_has_no_hint_and_shows_the_length():
+    with pytest.raises(AssertionError) as err:
+        ex.check_repeat_tokens(lambda ids, r, g: list(ids) + [ids[1]])  # always one extra token, no draws
+    msg = str(err.value)
+    assert "Hint:" not in msg and "L=32 tokens" in msg and "[33.0," in msg, msg
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda a, p, q, t: torch.cat([_ref_esimcse_logits(a, q, torch.empty(0, a.shape[1]), t),
+                                   _ref_esimcse_logits(a, p, torch.empty(0, a.shape[1]), t)], 1), "row i's target"),
+    (lambda a, p, q, t: torch.cat([_cos(a, p), _unit_rows(p) @ _unit_rows(q).T], 1) / t, "ANCHORS"),
+    (lambda a, p, q, t: torch.cat([_cos(a, p) / t, _unit_rows(a) @ _unit_rows(q).T], 1), "temperature too"),
+    (lambda a, p, q, t: torch.cat([_cos(a, p), _unit_rows(a) @ q.T], 1) / t, "normalise the queue rows"),
+], ids=["queue-first", "queue-vs-z2", "queue-no-temperature", "queue-unnormalised"])
+def test_esimcse_logits_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 5.2") as err:
+        ex.check_esimcse_logits(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+def test_esimcse_logits_without_the_queue_is_a_shape_error():
+    with pytest.raises(AssertionError, match=r"Exercise 5.2: on B=4, M=6, tau=0.05 the result has shape \(4, 4\), "
+                                             r"expected \(4, 10\)"):
+        ex.check_esimcse_logits(lambda a, p, q, t: _cos(a, p) / t)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda w0, w, m, t: _ref_ema_after(w0, w, 1 - m, t), "m is the weight that STAYS"),
+    (lambda w0, w, m, t: max(0.0, 1 - (1 - m) * t) * w0 + min(1.0, (1 - m) * t) * w, "the steps compound"),
+    (lambda w0, w, m, t: _ref_ema_after(w0, w, m, 1), "that is one step"),
+], ids=["swapped", "linear", "one-step"])
+def test_ema_after_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 5.3") as err:
+        ex.check_ema_after(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda m, f: _ref_steps_until(m, f) - 1, "round UP"),
+    (lambda m, f: _ref_steps_until(1 - m, f), "not (1 - m) ** t"),
+    (lambda m, f: _ref_steps_until(m, f) + 1, "one step too many"),
+], ids=["floor", "one-minus-m", "plus-one"])
+def test_steps_until_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 5.4") as err:
+        ex.check_steps_until(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+CHAPTER05 = {"check_repeat_tokens": "Exercise 5.1", "check_esimcse_logits": "Exercise 5.2",
+             "check_ema_after": "Exercise 5.3", "check_steps_until": "Exercise 5.4"}
+
+
+@pytest.mark.parametrize("check_name", list(CHAPTER05))
+def test_chapter05_not_implemented_and_none(check_name):
+    with pytest.raises(AssertionError, match="not implemented yet") as err:
+        getattr(ex, check_name)(_raise_not_implemented)
+    assert str(err.value).startswith(CHAPTER05[check_name])
+    with pytest.raises(AssertionError, match="did you forget `return`"):
+        getattr(ex, check_name)(_return_none)
