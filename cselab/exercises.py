@@ -614,3 +614,159 @@ def check_condition_first_position(fn: Callable) -> None:
          "to it."),
         (last_position, "h goes to position 0 (where [CLS] sits), not to the last position."),
     ], tol=0)
+
+
+# ------------------------------------------------------------------ chapter 06
+def _rtd_batch(seed: int, n: int, seq: int, vocab: int = 40, cls_id: int = 2):
+    """Seeded DiffCSE-like ids: original (n, seq) with [CLS] first and zero padding, a generator output
+    that changes some real tokens, writes other ids at padding, and overwrites position 0 in some rows."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, seq + 1, (n,), generator=g)
+    lengths[0], lengths[-1] = seq, 2  # one full row, one row with [CLS] and one token only
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    original = torch.randint(5, vocab, (n, seq), generator=g) * mask
+    original[:, 0] = cls_id
+    generated = original.clone()
+    change = torch.rand(n, seq, generator=g) < 0.3
+    generated[change] = torch.randint(5, vocab, (int(change.sum()),), generator=g)
+    generated[mask == 0] = torch.randint(5, vocab, (int((mask == 0).sum()),), generator=g)  # MLMs write at padding
+    generated[::2, 0] = cls_id + 1  # the generator does not keep [CLS] in every row
+    return original, generated, mask
+
+
+def _inputs_unchanged(exercise: str, fn: Callable, names: tuple[str, ...]) -> Callable:
+    def wrapped(*args):
+        before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+        out = fn(*args)
+        for name, a, b in zip(names, args, before):
+            if isinstance(a, torch.Tensor) and not torch.equal(a, b):
+                raise AssertionError(f"{exercise}: your function changed its argument `{name}` in place. Hint: work "
+                                     "on a copy (.clone()) or build a new tensor (torch.cat, torch.where).")
+        return out
+    return wrapped
+
+
+def check_replaced_labels(fn: Callable) -> None:
+    """Exercise 6.1: ``fn(original, generated, attention_mask)`` = DiffCSE's RTD labels (n, seq), 0/1.
+
+    Position 0 of ``generated`` is reset to the original first token, padding is labelled 0.
+    """
+    cases = [_Case(f"{n} sequences of length {s}", _rtd_batch(60 + i, n, s))
+             for i, (n, s) in enumerate([(4, 7), (6, 12), (3, 3), (8, 5)])]
+
+    def reference(x, g, m):
+        g = g.clone()
+        g[:, 0] = x[:, 0]
+        return (g != x).long() * m
+
+    def no_reset(x, g, m):
+        return (g != x).long() * m
+
+    def no_mask(x, g, m):
+        return reference(x, g, torch.ones_like(m))
+
+    _check("Exercise 6.1", _inputs_unchanged("Exercise 6.1", fn, ("original", "generated", "attention_mask")),
+           reference, cases, [
+               (no_reset, "reset position 0 first: the official code sets generated[:, 0] = [CLS], so position 0 "
+                "is never labelled 'replaced'."),
+               (no_mask, "multiply by the attention mask: padding positions are labelled 0 even where the "
+                "generator wrote another id there."),
+               (lambda x, g, m: (g != x).long(), "two things are missing: reset position 0 to the original "
+                "[CLS] and multiply by the attention mask (padding = 0)."),
+               (lambda x, g, m: (1 - reference(x, g, m)) * m, "label 1 means REPLACED (generated != original), "
+                "0 means original."),
+           ], tol=0)
+
+
+def _rtd_logits(seed: int, n: int, seq: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 2.0 * torch.randn(n, seq, 2, generator=g, dtype=torch.float64)
+
+
+def check_rtd_loss(fn: Callable) -> None:
+    """Exercise 6.2: ``fn(logits, labels, attention_mask, include_padding)`` = DiffCSE's RTD cross-entropy.
+
+    logits (n, seq, 2), labels and mask (n, seq); the mean over all n * seq positions
+    (``include_padding=True``, official) or over the real tokens only.
+    """
+    cases = []
+    for i, (n, s, pad) in enumerate([(4, 7, False), (4, 7, True), (6, 10, False), (3, 3, True), (5, 8, True)]):
+        x, g, m = _rtd_batch(70 + i, n, s)
+        g[:, 0] = x[:, 0]
+        labels = (g != x).long() * m
+        cases.append(_Case(f"{n} sequences of length {s}, include_padding={pad}", (_rtd_logits(80 + i, n, s),
+                                                                                  labels, m, pad)))
+
+    def per_token(logits, labels):
+        return F.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1).long(), reduction="none")
+
+    def reference(logits, labels, m, pad):
+        ce = per_token(logits, labels)
+        w = m.reshape(-1).to(ce.dtype)
+        return ce.mean() if pad else (ce * w).sum() / w.sum()
+
+    def sigmoid_of_one_logit(logits, labels, m, pad):
+        ce = F.binary_cross_entropy_with_logits(logits[..., 1].reshape(-1), labels.reshape(-1).to(logits.dtype),
+                                                reduction="none")
+        w = m.reshape(-1).to(ce.dtype)
+        return ce.mean() if pad else (ce * w).sum() / w.sum()
+
+    _check("Exercise 6.2", fn, reference, cases, [
+        (lambda lg, lb, m, pad: per_token(lg, lb).mean(), "with include_padding=False average over the real tokens "
+         "only: weight by the attention mask and divide by its sum."),
+        (lambda lg, lb, m, pad: reference(lg, lb, m, False), "with include_padding=True the official code averages "
+         "over ALL n * seq positions, padding included (CrossEntropyLoss over view(-1, 2))."),
+        (lambda lg, lb, m, pad: (per_token(lg, lb) * m.reshape(-1)).sum() / m.numel(),
+         "you zeroed the padding but divided by every position: divide by the number of real tokens "
+         "(attention_mask.sum())."),
+        (sigmoid_of_one_logit, "the head has TWO logits per position: use a two-way softmax cross-entropy "
+         "(F.cross_entropy over the last dimension), not a sigmoid of logit 1."),
+        (lambda lg, lb, m, pad: reference(lg, 1 - lb, m, pad), "class 1 is 'replaced': use the labels as they are."),
+        (lambda lg, lb, m, pad: reference(lg, lb, m, pad) * (lb.numel() if pad else m.sum()),
+         "average over the positions, do not sum."),
+    ])
+
+
+def check_condition_first_position(fn: Callable) -> None:
+    """Exercise 6.3: ``fn(embedding_output, h)`` = the discriminator's encoder input, (n, seq, H).
+
+    Position 0 of ``embedding_output`` (n, seq, H) is replaced by ``h`` (n, H); the result must
+    keep ``h`` in the autograd graph and leave ``embedding_output`` unchanged.
+    """
+    def inputs(seed, n, s, d):
+        g = torch.Generator().manual_seed(seed)
+        return (torch.randn(n, s, d, generator=g, dtype=torch.float64),
+                3.0 * torch.randn(n, d, generator=g, dtype=torch.float64))
+
+    cases = [_Case(f"n={n}, seq={s}, H={d}", inputs(90 + i, n, s, d))
+             for i, (n, s, d) in enumerate([(4, 6, 8), (2, 1, 5), (7, 9, 16)])]
+
+    def reference(e, h):
+        return torch.cat([h.unsqueeze(1), e[:, 1:]], dim=1)
+
+    def checked(e, h):
+        h = h.detach().clone().requires_grad_(True)
+        out = _inputs_unchanged("Exercise 6.3", fn, ("embedding_output", "h"))(e, h)
+        if out is None or not isinstance(out, torch.Tensor):
+            return out
+        if out.grad_fn is None:
+            raise AssertionError("Exercise 6.3: your result does not depend on h through autograd. Hint: do not "
+                                 "detach h (nor go through numpy or .item()): the RTD gradient reaches the sentence "
+                                 "encoder only through h.")
+        return out.detach()
+
+    def added(e, h):
+        out = e.clone()
+        out[:, 0] = out[:, 0] + h
+        return out
+
+    def last_position(e, h):
+        out = e.clone()
+        out[:, -1] = h
+        return out
+
+    _check("Exercise 6.3", checked, reference, cases, [
+        (added, "REPLACE the position-0 embedding by h (official: cat([h, embedding_output[:, 1:]])), do not add h "
+         "to it."),
+        (last_position, "h goes to position 0 (where [CLS] sits), not to the last position."),
+    ], tol=0)

@@ -657,3 +657,142 @@ def test_chapter05_not_implemented_and_none(check_name):
     assert str(err.value).startswith(CHAPTER05[check_name])
     with pytest.raises(AssertionError, match="did you forget `return`"):
         getattr(ex, check_name)(_return_none)
+
+
+# ---- chapter 06 (independent references)
+def _ref_replaced_labels(original, generated, mask):
+    """DiffCSE's labels with explicit loops: 1 where the generator changed a real token, position 0 excluded."""
+    n, seq = original.shape
+    out = torch.zeros(n, seq, dtype=torch.long)
+    for i in range(n):
+        for t in range(1, seq):  # position 0 is reset to [CLS]: never replaced
+            if mask[i, t] == 1 and int(generated[i, t]) != int(original[i, t]):
+                out[i, t] = 1
+    return out
+
+
+def _ref_rtd_loss(logits, labels, mask, include_padding):
+    """Two-way cross-entropy per position by hand: -log softmax(logits)[label]."""
+    total, count = 0.0, 0
+    for i in range(logits.shape[0]):
+        for t in range(logits.shape[1]):
+            if not include_padding and mask[i, t] == 0:
+                continue
+            a, b = float(logits[i, t, 0]), float(logits[i, t, 1])
+            chosen = b if int(labels[i, t]) == 1 else a
+            total += math.log(math.exp(a) + math.exp(b)) - chosen
+            count += 1
+    return total / count
+
+
+def _ref_condition(embedding_output, h):
+    out = embedding_output.clone()
+    out[:, 0] = h  # index assignment on a copy keeps h in the graph
+    return out
+
+
+def test_chapter06_references_pass(capsys):
+    ex.check_replaced_labels(_ref_replaced_labels)
+    ex.check_rtd_loss(_ref_rtd_loss)
+    ex.check_condition_first_position(_ref_condition)
+    out = capsys.readouterr().out
+    assert "Exercise 6.1: correct" in out and "Exercise 6.2: correct" in out and "Exercise 6.3: correct" in out
+
+
+def test_chapter06_bool_and_float32_answers_accepted(capsys):
+    ex.check_replaced_labels(lambda x, g, m: _ref_replaced_labels(x, g, m).bool())
+    ex.check_rtd_loss(lambda lg, lb, m, pad: torch.tensor(_ref_rtd_loss(lg.float(), lb, m, pad)))
+    assert "Exercise 6.1: correct" in capsys.readouterr().out
+
+
+def test_rtd_batch_exercises_every_mistake():
+    """The seeded inputs contain what the hints are about: rewritten [CLS], ids written at padding."""
+    x, g, m = ex._rtd_batch(60, 4, 7)
+    assert (g[:, 0] != x[:, 0]).any() and (g[:, 0] == x[:, 0]).any()
+    assert ((g != x) & (m == 0)).any() and (m == 0).any()
+    assert ((g != x) & (m == 1))[:, 1:].any()
+
+
+def _labels_in_place(x, g, m):
+    g[:, 0] = x[:, 0]  # writes into the caller's tensor
+    return (g != x).long() * m
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda x, g, m: (g != x).long() * m, "reset position 0"),
+    (lambda x, g, m: _ref_replaced_labels(x, g, torch.ones_like(m)), "multiply by the attention mask"),
+    (lambda x, g, m: (g != x).long(), "two things are missing"),
+    (lambda x, g, m: (1 - _ref_replaced_labels(x, g, m)) * m, "label 1 means REPLACED"),
+    (_labels_in_place, "changed its argument `generated` in place"),
+], ids=["no-reset", "no-mask", "neither", "inverted", "in-place"])
+def test_replaced_labels_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 6.1") as err:
+        ex.check_replaced_labels(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+def _rtd_sigmoid(logits, labels, mask, include_padding):
+    total, count = 0.0, 0
+    for i in range(logits.shape[0]):
+        for t in range(logits.shape[1]):
+            if include_padding or mask[i, t] == 1:
+                p = 1 / (1 + math.exp(-float(logits[i, t, 1])))
+                total -= math.log(p if int(labels[i, t]) == 1 else 1 - p)
+                count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda lg, lb, m, pad: _ref_rtd_loss(lg, lb, m, True), "real tokens only"),
+    (lambda lg, lb, m, pad: _ref_rtd_loss(lg, lb, m, False), "padding included"),
+    (lambda lg, lb, m, pad: _ref_rtd_loss(lg, lb, m, False) * float(m.sum()) / m.numel(),
+     "divided by every position"),
+    (_rtd_sigmoid, "two-way softmax"),
+    (lambda lg, lb, m, pad: _ref_rtd_loss(lg, 1 - lb, m, pad), "class 1 is 'replaced'"),
+    (lambda lg, lb, m, pad: _ref_rtd_loss(lg, lb, m, pad) * (lb.numel() if pad else float(m.sum())), "do not sum"),
+], ids=["ignores-flag", "real-only-always", "wrong-denominator", "sigmoid", "swapped", "sum"])
+def test_rtd_loss_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 6.2") as err:
+        ex.check_rtd_loss(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+def _condition_added(e, h):
+    out = e.clone()
+    out[:, 0] += h
+    return out
+
+
+def _condition_in_place(e, h):
+    e[:, 0] = h.detach()
+    return e + 0 * h.sum()  # keeps a graph to h: only the in-place write is wrong
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (_condition_added, "do not add h"),
+    (lambda e, h: torch.cat([e[:, :-1], h.unsqueeze(1)], dim=1), "not to the last position"),
+    (lambda e, h: _ref_condition(e, h.detach()), "do not detach h"),
+    (_condition_in_place, "changed its argument `embedding_output` in place"),
+], ids=["added", "last-position", "detached", "in-place"])
+def test_condition_first_position_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 6.3") as err:
+        ex.check_condition_first_position(fn)
+    assert phrase in str(err.value), str(err.value)
+
+
+def test_condition_first_position_prepending_is_a_shape_error():
+    with pytest.raises(AssertionError, match=r"has shape \(4, 7, 8\), expected \(4, 6, 8\)"):
+        ex.check_condition_first_position(lambda e, h: torch.cat([h.unsqueeze(1), e], dim=1))
+
+
+CHAPTER06 = {"check_replaced_labels": "Exercise 6.1", "check_rtd_loss": "Exercise 6.2",
+             "check_condition_first_position": "Exercise 6.3"}
+
+
+@pytest.mark.parametrize("check_name", list(CHAPTER06))
+def test_chapter06_not_implemented_and_none(check_name):
+    with pytest.raises(AssertionError, match="not implemented yet") as err:
+        getattr(ex, check_name)(_raise_not_implemented)
+    assert str(err.value).startswith(CHAPTER06[check_name])
+    with pytest.raises(AssertionError, match="did you forget `return`"):
+        getattr(ex, check_name)(_return_none)
