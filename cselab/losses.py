@@ -1,7 +1,9 @@
 """Contrastive losses and embedding-quality measures, computed from embeddings.
 
-- :func:`info_nce`: SimCSE's in-batch InfoNCE (paper Eq. 1 and Eq. 8), the symmetric
-  NT-Xent form (SimCLR, DeCLUTR), and the decoupled form (DCL, Yeh et al. 2021).
+- :func:`info_nce`: SimCSE's in-batch InfoNCE (paper Eq. 1 and Eq. 8), with an optional queue of
+  shared negatives (ESimCSE), the symmetric NT-Xent form (SimCLR, DeCLUTR), and the decoupled
+  form (DCL, Yeh et al. 2021).
+- :func:`replaced_token_detection_loss`: DiffCSE's conditional ELECTRA objective (per-token 2-way CE).
 - :func:`alignment` and :func:`uniformity`: Wang & Isola (2020), Eq. 4-5 / their reference code.
 
 Every function takes embeddings, not models, and documents the shapes it expects.
