@@ -51,7 +51,7 @@ class ESimCSE(SimCSE):
         queue_size: M, the number of queued negatives (160); 0 turns the queue off.
         momentum: EMA coefficient m of the momentum encoder (0.995).
         momentum_init: ``"copy"`` (default) or ``"random"`` (official behaviour).
-        seed: seed of the word repetition and of a random momentum encoder.
+        seed: seed of the word repetition; a random momentum encoder uses ``seed + 1``.
         pooler_type, initializer_range: as :class:`SimCSE`.
     """
 
@@ -66,7 +66,9 @@ class ESimCSE(SimCSE):
         self.dup_rate = dup_rate
         self.seed = seed
         self.queue = EmbeddingQueue(queue_size, hidden)
-        self.momentum_encoder = MomentumEncoder(encoder.model, momentum=momentum, init=momentum_init, seed=seed)
+        # seed + 1: a random-init online encoder (cselab/tiny) is drawn from `seed`, and the same seed
+        # would make the "random" momentum encoder an exact copy of it
+        self.momentum_encoder = MomentumEncoder(encoder.model, momentum=momentum, init=momentum_init, seed=seed + 1)
 
     @property
     def columns(self) -> tuple[str, ...]:
