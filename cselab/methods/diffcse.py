@@ -168,7 +168,7 @@ class DiffCSE(nn.Module):
         for p in generator.parameters():
             p.requires_grad_(False)
         self._frozen = [generator.eval()]  # a list, not a submodule: no optimiser, no checkpoint
-        self.last_stats: dict[str, float] = {}
+        self.last_stats: dict[str, torch.Tensor] = {}  # of the last training batch (official electra_acc etc.)
 
     @property
     def generator(self) -> nn.Module:
@@ -220,9 +220,10 @@ class DiffCSE(nn.Module):
         with torch.no_grad():
             real = mask.bool()
             pred = logits.argmax(-1)
+            # 0-d tensors, not floats: no host-device sync in the training step (float() them to print)
             self.last_stats = {
-                "rtd_loss": float(rtd), "replaced_fraction": float(replaced[real].float().mean()),
-                "rtd_accuracy": float((pred == replaced)[real].float().mean()),
+                "rtd_loss": rtd.detach(), "replaced_fraction": replaced[real].float().mean(),
+                "rtd_accuracy": (pred == replaced)[real].float().mean(),
             }
         return contrastive + self.lambda_weight * rtd
 
