@@ -102,6 +102,7 @@ class ESimCSE(SimCSE):
         z = self.embed(encoder, rows["sent0"] + rows["sent1"])  # (2B, H), one forward pass
         z1, z2 = (gather_with_grad(part) for part in z.split(b))
         loss = info_nce(z1, z2, temperature=self.temperature, queue=self.queue.embeddings())
-        self.momentum_encoder.update(encoder.model)
-        self.queue.enqueue(self.momentum_embed(encoder, rows["sent0"]))  # used from the next step on
+        if self.queue.size > 0:  # without a queue the momentum encoder has nothing to feed
+            self.momentum_encoder.update(encoder.model)
+            self.queue.enqueue(self.momentum_embed(encoder, rows["sent0"]))  # used from the next step on
         return loss
