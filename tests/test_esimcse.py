@@ -44,7 +44,8 @@ def _rows(encoder):
 def _padded(seqs, pad):
     length = max(len(s) for s in seqs)
     ids = torch.tensor([s + [pad] * (length - len(s)) for s in seqs])
-    return ids, (ids != pad).long() if pad != 0 else torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in seqs])  # from lengths, not ids
+    return ids, mask
 
 
 def official_esimcse_loss(bert, mlp_linear: nn.Linear, rows, queue: torch.Tensor | None, pad: int) -> torch.Tensor:

@@ -35,9 +35,9 @@ from torch import nn
 
 from ..augment import mask_tokens
 from ..distributed import gather_with_grad
-from ..encoders import SentenceEncoder, pool
+from ..encoders import SentenceEncoder
 from ..losses import info_nce, replaced_token_detection_loss
-from .simcse import POOLER_TYPES, simcse_mlp
+from .simcse import POOLER_TYPES, forward_and_pool, simcse_mlp
 
 
 class ProjectionMLP(nn.Module):
@@ -180,12 +180,7 @@ class DiffCSE(nn.Module):
 
     def sentence_vectors(self, encoder: SentenceEncoder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """h: the projector's output (or the pooled vector) of every sequence. Returns (n, H)."""
-        layers = self.pooler_type in ("avg_top2", "avg_first_last")
-        out = encoder.model(**batch, output_hidden_states=layers, return_dict=True)
-        if self.mlp is not None:
-            return self.mlp(out.last_hidden_state[:, 0])
-        return pool(self.pooler_type, batch["attention_mask"], out.last_hidden_state,
-                    out.hidden_states if layers else None)
+        return forward_and_pool(encoder.model, batch, self.pooler_type, self.mlp)
 
     def discriminate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      h: torch.Tensor) -> torch.Tensor:

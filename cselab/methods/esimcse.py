@@ -29,10 +29,10 @@ import torch
 
 from ..augment import repeat_batch
 from ..distributed import gather_with_grad
-from ..encoders import SentenceEncoder, pool
+from ..encoders import SentenceEncoder
 from ..losses import info_nce
 from ..memory import EmbeddingQueue, MomentumEncoder
-from .simcse import SimCSE
+from .simcse import SimCSE, forward_and_pool
 
 
 def _repeat_column(batch: dict, indices: list[int], dup_rate: float, seed: int, special_ids: list[int]) -> dict:
@@ -88,14 +88,8 @@ class ESimCSE(SimCSE):
 
     def momentum_embed(self, encoder: SentenceEncoder, ids: list[list[int]]) -> torch.Tensor:
         """View 0 through the momentum encoder (dropout off) and the online MLP, no grad. (n, H)."""
-        batch = encoder.collate(ids)
-        layers = self.pooler_type in ("avg_top2", "avg_first_last")
         with torch.no_grad():
-            out = self.momentum_encoder(**batch, output_hidden_states=layers, return_dict=True)
-            if self.mlp is not None:
-                return self.mlp(out.last_hidden_state[:, 0])
-            return pool(self.pooler_type, batch["attention_mask"], out.last_hidden_state,
-                        out.hidden_states if layers else None)
+            return forward_and_pool(self.momentum_encoder, encoder.collate(ids), self.pooler_type, self.mlp)
 
     def loss(self, encoder: SentenceEncoder, rows: dict[str, list[list[int]]]) -> torch.Tensor:
         b = len(rows["sent0"])

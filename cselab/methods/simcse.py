@@ -42,6 +42,18 @@ def simcse_mlp(hidden_size: int, initializer_range: float = 0.02) -> nn.Sequenti
 POOLER_TYPES = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
 
 
+def forward_and_pool(model: nn.Module, batch: dict[str, torch.Tensor], pooler_type: str,
+                     mlp: nn.Module | None) -> torch.Tensor:
+    """One forward pass, then ``mlp([CLS])`` (pooler_type ``cls``) or the pooler itself (official
+    ``cl_forward``: the MLP only for ``cls``). Shared by SimCSE, ESimCSE's momentum path and DiffCSE.
+    Returns (n, H)."""
+    layers = pooler_type in ("avg_top2", "avg_first_last")
+    out = model(**batch, output_hidden_states=layers, return_dict=True)
+    if mlp is not None:
+        return mlp(out.last_hidden_state[:, 0])  # (n, H) from (n, seq, H)
+    return pool(pooler_type, batch["attention_mask"], out.last_hidden_state, out.hidden_states if layers else None)
+
+
 class SimCSE(nn.Module):
     """SimCSE's training head and loss. ``supervised`` picks the variant.
 
@@ -73,13 +85,7 @@ class SimCSE(nn.Module):
 
     def embed(self, encoder: SentenceEncoder, ids: list[list[int]]) -> torch.Tensor:
         """MLP([CLS]) (or the pooled vector) of every sequence in one forward pass. Returns (len(ids), H)."""
-        batch = encoder.collate(ids)
-        layers = self.pooler_type in ("avg_top2", "avg_first_last")
-        out = encoder.model(**batch, output_hidden_states=layers, return_dict=True)
-        if self.mlp is not None:
-            return self.mlp(out.last_hidden_state[:, 0])  # (n, H) from (n, seq, H)
-        return pool(self.pooler_type, batch["attention_mask"], out.last_hidden_state,
-                    out.hidden_states if layers else None)
+        return forward_and_pool(encoder.model, encoder.collate(ids), self.pooler_type, self.mlp)
 
     def views(self, rows: dict[str, list[list[int]]]) -> list[list[list[int]]]:
         """The token-id lists of each view: unsup [x, x]; sup [x, x+, x-]."""
