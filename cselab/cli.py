@@ -1,4 +1,4 @@
-"""The ``cselab`` command: ``cselab train``, ``cselab eval MODEL`` and ``cselab download NAME``."""
+"""The ``cselab`` command: ``cselab train``, ``cselab eval MODEL``, ``cselab download NAME`` and ``cselab generate``."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +42,34 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name", choices=sorted(D.REGISTRY), help="; ".join(f"{k}: {v.description}" for k, v in D.REGISTRY.items()))
     dl.add_argument("--dest", default=None, help=f"data root (default: ${D.DATA_ENV}, else the cache)")
     dl.add_argument("--force", action="store_true", help="download again even if present")
+
+    from .llm_backends import API_KEY_ENV, BASE_URL_ENV, MODEL_ENV
+
+    ge = sub.add_parser("generate", help="write NGCSE-style training data with an LLM (resumable)",
+                        description="Ask an LLM for an entailed/contradicting sentence (--pattern nli) or a "
+                                    "paraphrase/intermediate/dissimilar sentence (--pattern sts) for every source "
+                                    "sentence (NGCSE, Li et al., AAAI-24). Accepted records are appended to --out, "
+                                    "rejected answers to OUT.rejected.jsonl; re-running the same command resumes.")
+    ge.add_argument("--backend", required=True, choices=["openai", "transformers"],
+                    help="openai: an OpenAI-compatible HTTP endpoint; transformers: a local causal LM")
+    ge.add_argument("--model", default=None, help=f"model name (openai; default ${MODEL_ENV}) or path/hub id (transformers)")
+    ge.add_argument("--base-url", default=None, help=f"endpoint root, e.g. http://127.0.0.1:8000/v1 (default ${BASE_URL_ENV})")
+    ge.add_argument("--api-key-env", default=API_KEY_ENV, metavar="NAME",
+                    help=f"environment variable holding the API key (default {API_KEY_ENV}); keys are never read from arguments")
+    ge.add_argument("--source", required=True, help="text file, one source sentence per line (id = line number)")
+    ge.add_argument("--out", required=True, help="output .jsonl (accepted records); created or resumed")
+    ge.add_argument("--pattern", choices=["nli", "sts"], default="sts", help="prompt pattern (default sts)")
+    ge.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N source sentences")
+    ge.add_argument("--concurrency", type=int, default=1, metavar="K", help="requests in flight at once (default 1)")
+    ge.add_argument("--temperature", type=float, default=1.0)
+    ge.add_argument("--top-p", type=float, default=1.0)
+    ge.add_argument("--max-tokens", type=int, default=256)
+    ge.add_argument("--seed", type=int, default=None)
+    ge.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request (openai)")
+    ge.add_argument("--max-retries", type=int, default=4, help="retries on 429/5xx/connection errors (openai)")
+    ge.add_argument("--chat-template", default=None, metavar="FILE",
+                    help="Jinja chat template for a transformers model whose tokenizer has none")
+    ge.add_argument("--device", default=None, help="cpu or cuda (transformers; default: cuda when available)")
     return parser
 
 
@@ -50,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(parser, args)
+    if args.command == "generate":
+        return _generate(parser, args)
     if args.command == "download":
         path = D.download(args.name, args.dest, force=args.force)
         print(f"{args.name}: {path}")
@@ -86,6 +116,41 @@ def _train(parser: argparse.ArgumentParser, args) -> int:
     print(f"evaluation score ({config.eval_data}): initial {result.initial_score:.2f}, best {result.best_score:.2f} "
           f"at step {result.best_step}, final {result.final_score:.2f}; {result.steps} steps in {result.seconds:.0f} s")
     print(f"best model: {result.best_dir} (SentenceEncoder.from_pretrained or SentenceTransformer loads it)")
+    return 0
+
+
+def _generate(parser: argparse.ArgumentParser, args) -> int:
+    from pathlib import Path
+
+    from .llm_backends import LLMBackendError, OpenAIChatBackend, TransformersChatBackend
+    from .llm_data import generate
+
+    if args.concurrency < 1 or (args.limit is not None and args.limit < 0):
+        parser.error("--concurrency must be >= 1 and --limit >= 0.")
+    try:
+        if args.backend == "openai":
+            backend = OpenAIChatBackend(args.model, args.base_url, api_key_env=args.api_key_env,
+                                        timeout=args.timeout, max_retries=args.max_retries)
+        else:
+            if not args.model:
+                parser.error("--backend transformers needs --model (a local path or hub id).")
+            template = Path(args.chat_template).read_text(encoding="utf-8") if args.chat_template else None
+            backend = TransformersChatBackend(args.model, device=args.device, chat_template=template)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        result = generate(backend, args.source, args.out, pattern=args.pattern, concurrency=args.concurrency,
+                          limit=args.limit, temperature=args.temperature, top_p=args.top_p,
+                          max_tokens=args.max_tokens, seed=args.seed)
+    except LLMBackendError as exc:
+        print(f"error: {exc}\nThe answers received so far are saved; re-run the same command to resume.",
+              file=sys.stderr)
+        return 1
+    if result.requests == 0:
+        print(f"{args.out}: nothing to do ({result.skipped} sources already done).")
+    else:
+        print(f"{args.out}: {result.requests} requests, {result.stats}; {result.skipped} sources were already done.")
+    print(f"accepted records: {result.out_path}; rejected answers: {result.rejected_path}")
     return 0
 
 
