@@ -17,7 +17,9 @@ from .encoders import TINY_PRESET
 from .methods.simcse import POOLER_TYPES
 
 COURSE_DATA = Path(__file__).resolve().parents[1] / "data"
-METHODS = ("unsup-simcse", "sup-simcse", "esimcse", "diffcse")
+METHODS = ("unsup-simcse", "sup-simcse", "esimcse", "diffcse", "declutr")
+LR_SCHEDULES = ("linear", "slanted_triangular")
+SPAN_SAMPLINGS = (None, "subsuming", "adjacent")
 
 
 @dataclass(frozen=True)
@@ -25,13 +27,20 @@ class TrainConfig:
     """One training run. Defaults are unsupervised SimCSE-BERT-base (SimCSE Table A.1).
 
     Attributes:
-        method: ``unsup-simcse``, ``sup-simcse``, ``esimcse`` or ``diffcse`` (:mod:`cselab.methods`).
+        method: ``unsup-simcse``, ``sup-simcse``, ``esimcse``, ``diffcse`` or ``declutr``
+            (:mod:`cselab.methods`).
         model: hub id, local directory, or ``cselab/tiny``.
         train_file: a registry name (``wiki1m``, ``nli``) or a path: ``.txt`` one sentence per
-            line, ``.csv`` with ``sent0,sent1[,hard_neg]``, ``.tsv`` with a ``sentence`` column.
+            line, ``.csv`` with ``sent0,sent1[,hard_neg]``, ``.tsv`` with a ``sentence`` column,
+            ``.jsonl`` documents ``{"title", "text"}`` (DeCLUTR; registry name ``openwebtext``).
         max_train_samples: use only the first N training examples (None = all).
-        batch_size: examples per step on each process (SimCSE: per device).
-        learning_rate: AdamW learning rate; weight decay 0, linear decay to 0, no warm-up.
+        batch_size: examples per step on each process (SimCSE: per device; DeCLUTR: documents).
+        learning_rate: AdamW peak learning rate.
+        weight_decay: AdamW weight decay, never on biases and LayerNorm weights (SimCSE: 0,
+            DeCLUTR: 0.1).
+        adam_epsilon: AdamW epsilon (HF Trainer: 1e-8, DeCLUTR: 1e-6).
+        lr_schedule: ``linear`` (decay to 0 without warm-up, HF Trainer) or ``slanted_triangular``
+            (Howard & Ruder 2018, AllenNLP's default cut_frac 0.1 and ratio 32; DeCLUTR).
         epochs: passes over the data.
         max_steps: stop after this many steps (None = ``epochs`` full passes).
         max_length: truncation length in tokens (SimCSE: 32).
@@ -58,9 +67,18 @@ class TrainConfig:
         momentum_init: ESimCSE: ``copy`` of the online encoder, or ``random`` (official code).
         generator: DiffCSE: the frozen MLM generator (hub id, directory, or ``cselab/tiny-mlm``).
         lambda_weight: DiffCSE: weight of the replaced-token-detection loss (0.005).
-        masking_ratio: DiffCSE: masking probability of the generator's input (0.30).
+        masking_ratio: DiffCSE: masking probability of the generator's input (0.30); DeCLUTR: MLM
+            masking probability of the anchors (0.15).
         batchnorm: DiffCSE: BatchNorm projector (True) or SimCSE's Linear + Tanh MLP.
         rtd_include_padding: DiffCSE: average the RTD loss over padding too (official: True).
+        num_anchors: DeCLUTR: anchor spans per document (2).
+        num_positives: DeCLUTR: positive spans per anchor, averaged into one (2).
+        min_span_length: DeCLUTR: shortest span in subword tokens (32).
+        max_span_length: DeCLUTR: longest span (512); documents need 2 * num_anchors * this tokens.
+        span_sampling: DeCLUTR: ``None`` (official), ``subsuming`` or ``adjacent`` positives.
+        scale_spans: DeCLUTR: shrink the span limits for documents shorter than the rule needs
+            (:func:`cselab.augment.sample_spans` ``scale_to_document``); False raises instead.
+        mlm_weight: DeCLUTR: weight of the MLM loss (1; 0 = contrastive only).
     """
 
     method: str = "unsup-simcse"
@@ -94,6 +112,16 @@ class TrainConfig:
     masking_ratio: float = 0.30
     batchnorm: bool = True
     rtd_include_padding: bool = True
+    weight_decay: float = 0.0
+    adam_epsilon: float = 1e-8
+    lr_schedule: str = "linear"
+    num_anchors: int = 2
+    num_positives: int = 2
+    min_span_length: int = 32
+    max_span_length: int = 512
+    span_sampling: str | None = None
+    scale_spans: bool = False
+    mlm_weight: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -138,6 +166,21 @@ class TrainConfig:
             problems.append(f"masking_ratio={self.masking_ratio} (must be in (0, 1))")
         if not self.lambda_weight >= 0 or self.lambda_weight == float("inf"):
             problems.append(f"lambda_weight={self.lambda_weight} (must be finite and >= 0)")
+        if not self.weight_decay >= 0 or self.weight_decay == float("inf"):
+            problems.append(f"weight_decay={self.weight_decay} (must be finite and >= 0)")
+        if not 0 < self.adam_epsilon < 1:
+            problems.append(f"adam_epsilon={self.adam_epsilon} (must be in (0, 1))")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule={self.lr_schedule!r} (choose one of {list(LR_SCHEDULES)})")
+        for name in ("num_anchors", "num_positives", "min_span_length", "max_span_length"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
+        if self.min_span_length > self.max_span_length:
+            problems.append(f"min_span_length={self.min_span_length} > max_span_length={self.max_span_length}")
+        if self.span_sampling not in SPAN_SAMPLINGS:
+            problems.append(f"span_sampling={self.span_sampling!r} (choose None, 'subsuming' or 'adjacent')")
+        if not self.mlm_weight >= 0 or self.mlm_weight == float("inf"):
+            problems.append(f"mlm_weight={self.mlm_weight} (must be finite and >= 0)")
         if problems:
             raise ValueError("Invalid training configuration: " + "; ".join(problems) + ".")
 
@@ -204,8 +247,31 @@ PRESETS.update({
                                         generator="distilroberta-base", lambda_weight=0.005,
                                         masking_ratio=0.30, batchnorm=True),
 })
+# DeCLUTR training_config/declutr.jsonnet (reference §7.3): 4 documents per step (8 anchors, 16
+# positives), 1 epoch, lr 5e-5, AdamW eps 1e-6, weight decay 0.1 (not on bias/LayerNorm), grad norm 1,
+# slanted triangular schedule, AMP, tau 0.05, spans 32-512, MLM 15 %, mean pooling. DeCLUTR selects no
+# checkpoint; here STS-B dev is still evaluated every 1000 steps and OUTPUT/best kept (the final model
+# is the result's final_score). correct_bias=False of AllenNLP's AdamW has no torch equivalent.
+_DECLUTR = dict(method="declutr", train_file="openwebtext", batch_size=4, learning_rate=5e-5, epochs=1,
+                max_length=512, temperature=0.05, pooler_type="avg", weight_decay=0.1, adam_epsilon=1e-6,
+                lr_schedule="slanted_triangular", num_anchors=2, num_positives=2, min_span_length=32,
+                max_span_length=512, masking_ratio=0.15, mlm_weight=1.0, eval_steps=1000, save_steps=1000)
+PRESETS.update({
+    "declutr-small": TrainConfig(model="distilroberta-base", **_DECLUTR),
+    "declutr-base": TrainConfig(model="roberta-base", **_DECLUTR),
+})
 _CI_DATA = {"unsup-simcse": "toy_corpus.tsv", "sup-simcse": "toy_nli.csv", "esimcse": "toy_corpus.tsv",
             "diffcse": "toy_corpus.tsv"}
+# ci: the course's 96 toy stories (data/toy_docs.jsonl, 111-436 tokens), spans of 8-32 tokens scaled
+# down for the shortest stories, 8 stories per step, 8 epochs = 96 steps like the other ci presets.
+_DECLUTR_SMALL = {**_DECLUTR, "min_span_length": 8, "max_span_length": 32, "max_length": 64}
+PRESETS["declutr-ci"] = TrainConfig(**{**_DECLUTR_SMALL, **_CI, "train_file": str(COURSE_DATA / "toy_docs.jsonl"),
+                                       "batch_size": 8, "epochs": 8, "scale_spans": True})
+# laptop: a small pretrained BERT on the 60 WikiText articles of `cselab download wikitext-docs`
+# (433-13,916 words): spans of 32-128 tokens, scaled down for the shortest articles, 500 steps.
+PRESETS["declutr-laptop"] = TrainConfig(**{**_DECLUTR, **_LAPTOP, "train_file": "wikitext-docs", "batch_size": 4,
+                                           "min_span_length": 32, "max_span_length": 128, "max_length": 130,
+                                           "scale_spans": True, "epochs": 100, "eval_steps": 100, "save_steps": 100})
 for _method, _data in _CI_DATA.items():
     _extra = {"generator": "cselab/tiny-mlm"} if _method == "diffcse" else {}
     PRESETS[f"{_method}-ci"] = TrainConfig(method=_method, train_file=str(COURSE_DATA / _data), **_CI, **_extra)

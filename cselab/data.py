@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 import urllib.request
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -402,6 +403,7 @@ class RemoteDataset:
     archive: bool
     sha256: str | None
     description: str
+    preprocess: str | None = None  # a key of PREPROCESSORS: turns the downloaded file into the target
 
 
 # The hub serves these through Git LFS and states each file's SHA-256 in its X-Linked-Etag
@@ -413,6 +415,20 @@ REGISTRY: dict[str, RemoteDataset] = {
                             False, None, "10^6 English Wikipedia sentences (unsupervised SimCSE)"),
     "nli": RemoteDataset("nli", SIMCSE_DATA_URL + "nli_for_simcse.csv", "nli/nli_for_simcse.csv", False, None,
                          "SNLI+MNLI (premise, entailment, contradiction) triplets (supervised SimCSE)"),
+    # DeCLUTR trains on OpenWebText (scripts/preprocess_openwebtext.py). The hub copy is split into 21
+    # tar files of .xz archives of .txt documents; this entry takes the first (about 1/21 of the corpus,
+    # pass url=... for another) and keeps documents of >= 2048 whitespace tokens, lowercased, as DeCLUTR.
+    "openwebtext": RemoteDataset("openwebtext",
+                                 "https://huggingface.co/datasets/Skylion007/openwebtext/resolve/main/subsets/"
+                                 "urlsf_subset00.tar", "docs/openwebtext.jsonl", False, None,
+                                 "OpenWebText documents of >= 2048 tokens (DeCLUTR), one subset", "openwebtext"),
+    # The 60 articles of WikiText-2's test split (= WikiText-103's), DeCLUTR's demo corpus; the same
+    # file as the shared data's docs/wikitext_docs.jsonl (see its README for the processing).
+    "wikitext-docs": RemoteDataset("wikitext-docs",
+                                   "https://huggingface.co/datasets/Salesforce/wikitext/resolve/main/"
+                                   "wikitext-2-raw-v1/test-00000-of-00001.parquet", "docs/wikitext_docs.jsonl",
+                                   False, None, "60 WikiText articles as documents (DeCLUTR, laptop profile)",
+                                   "wikitext"),
 }
 
 
@@ -469,6 +485,8 @@ def download(name: str, dest: str | os.PathLike | None = None, *, force: bool = 
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a shared data root must stay readable
         if entry.archive:
             _unpack_senteval(tmp, target, 0o777 & ~umask)
+        elif entry.preprocess:
+            PREPROCESSORS[entry.preprocess](tmp, target)  # writes target atomically
         else:
             if target.exists():
                 target.unlink()
@@ -503,3 +521,110 @@ def _unpack_senteval(archive: Path, target: Path, mode: int = 0o755) -> None:
         if target.exists():
             shutil.rmtree(target)
         os.replace(found, target)
+
+
+# ------------------------------------------------------------------ DeCLUTR's documents
+def write_documents(documents: Iterable[tuple[str, str]], path: str | os.PathLike, min_length: int = 0,
+                    tokenizer=None, lowercase: bool = False) -> dict[str, int]:
+    """Write ``(title, text)`` documents as JSON Lines, keeping those of at least ``min_length`` tokens.
+
+    DeCLUTR's preprocessing (``scripts/preprocess_openwebtext.py``, reference §7.4): whitespace
+    tokens unless a tokenizer is given (then its subword tokens, as the span sampler counts), an
+    optional lowercasing (DeCLUTR's default), and only documents long enough for the sampler
+    (``--min-length 2048``; here ``>=``, the sampler's own rule). The file is written to a temporary
+    name and renamed, so an interrupted run leaves no partial file. Returns the counts kept/dropped.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = dropped = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            for title, text in documents:
+                text = text.strip()
+                if lowercase:
+                    text = text.lower()
+                length = len(tokenizer.tokenize(text)) if tokenizer is not None else len(text.split())
+                if length < min_length or not text:
+                    dropped += 1
+                    continue
+                out.write(json.dumps({"title": title, "text": text}, ensure_ascii=False) + "\n")
+                kept += 1
+        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return {"kept": kept, "dropped": dropped}
+
+
+def iter_openwebtext(archive: str | os.PathLike) -> Iterator[tuple[str, str]]:
+    """``(name, text)`` of every ``.txt`` document in an OpenWebText tar: a tar of ``.xz`` archives
+    (the hub's ``urlsf_subsetNN.tar``), a single ``.xz`` tar, or a plain tar of ``.txt`` files."""
+    def members(tar: tarfile.TarFile) -> Iterator[tuple[str, str]]:
+        for member in tar:
+            if not member.isfile():
+                continue
+            handle = tar.extractfile(member)
+            if member.name.endswith(".xz"):
+                with tarfile.open(fileobj=handle, mode="r:xz") as inner:
+                    yield from members(inner)
+            elif member.name.endswith(".txt"):
+                yield Path(member.name).stem, handle.read().decode("utf-8", errors="replace")
+
+    with tarfile.open(archive) as tar:
+        yield from members(tar)
+
+
+def _prepare_openwebtext(download: Path, target: Path) -> None:
+    counts = write_documents(iter_openwebtext(download), target, min_length=2048, lowercase=True)
+    print(f"OpenWebText: kept {counts['kept']} documents of >= 2048 tokens, dropped {counts['dropped']} shorter ones.")
+
+
+WIKITEXT_MARKERS = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
+
+
+def wikitext_articles(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """WikiText raw lines -> ``(title, text)`` articles, as ``docs/wikitext_docs.jsonl`` was made.
+
+    An article starts at a top-level heading `` = Title = `` that stands between blank lines (a
+    formula line such as `` = 1 henry and capacitance C = `` inside a paragraph does not);
+    section headings `` = = ... = = `` are dropped; paragraphs are stripped and joined with
+    newlines; WikiText's `` @-@ ``, `` @,@ ``, `` @.@ `` markers become ``-``, ``,``, ``.``.
+    """
+    lines = [line.rstrip("\r\n") for line in lines]
+
+    def clean(text: str) -> str:
+        for marker, char in WIKITEXT_MARKERS.items():
+            text = text.replace(marker, char)
+        return text.strip()
+
+    def blank(i: int) -> bool:
+        return i < 0 or i >= len(lines) or not lines[i].strip()
+
+    title, paragraphs = None, []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        top = stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= =")
+        if top and blank(i - 1) and blank(i + 1):
+            if title is not None and paragraphs:
+                yield title, "\n".join(paragraphs)
+            title, paragraphs = clean(stripped[2:-2]), []
+        elif stripped.startswith("= =") and stripped.endswith("= ="):
+            continue  # a section heading
+        elif title is not None:
+            paragraphs.append(clean(stripped))
+    if title is not None and paragraphs:
+        yield title, "\n".join(paragraphs)
+
+
+def _prepare_wikitext(download: Path, target: Path) -> None:
+    import pyarrow.parquet as pq
+
+    lines = pq.read_table(download, columns=["text"]).column("text").to_pylist()
+    counts = write_documents(wikitext_articles(lines), target)
+    print(f"WikiText: wrote {counts['kept']} articles.")
+
+
+PREPROCESSORS = {"openwebtext": _prepare_openwebtext, "wikitext": _prepare_wikitext}

@@ -78,12 +78,15 @@ def resolve_train_file(train_file: str, data_dir=None, download: bool = True) ->
     return path
 
 
-def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...], data_dir=None):
+def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...], data_dir=None,
+                       tokenize_kwargs: dict | None = None, keep_columns: tuple[str, ...] = ()):
     """Tokenise the training file once with ``datasets`` (cached ``map``); returns a Dataset.
 
     ``.txt``: one sentence per line (column ``sent0``); ``.csv``: ``sent0,sent1[,hard_neg]``;
-    ``.tsv``: tab-separated with a ``sentence`` column (the course's toy corpus).
-    Each needed column becomes a column of token-id lists truncated to ``max_length``.
+    ``.tsv``: tab-separated with a ``sentence`` column (the course's toy corpus); ``.jsonl``:
+    documents ``{"title", "text"}`` (DeCLUTR). Each needed column becomes a column of token-id
+    lists, by default truncated to ``max_length``; a method's ``tokenize_kwargs`` replace that
+    (DeCLUTR tokenises whole documents). ``keep_columns`` stay as they are (e.g. titles).
     """
     import datasets
 
@@ -96,8 +99,11 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
         ds = datasets.load_dataset("csv", data_files=str(path), split="train", **tsv)
         if "sentence" in ds.column_names and "sent0" not in ds.column_names:
             ds = ds.rename_column("sentence", "sent0")
+    elif suffix == ".jsonl":
+        D.read_documents(path)  # checks every line first: errors name the file and line
+        ds = datasets.load_dataset("json", data_files=str(path), split="train")
     else:
-        raise ValueError(f"{path}: unsupported training file type {suffix!r}; use .txt, .csv or .tsv.")
+        raise ValueError(f"{path}: unsupported training file type {suffix!r}; use .txt, .csv, .tsv or .jsonl.")
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
         raise ValueError(f"{path}: method {config.method!r} needs columns {list(columns)}, the file has "
@@ -107,12 +113,14 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
     if len(ds) == 0:
         raise ValueError(f"{path}: no training examples.")
 
+    options = tokenize_kwargs if tokenize_kwargs is not None else {"truncation": True, "max_length": config.max_length}
+
     def tokenize(batch):
         # SimCSE replaces missing fields by " " (train.py:prepare_features)
-        return {c: tokenizer([x if x is not None else " " for x in batch[c]], truncation=True,
-                             max_length=config.max_length)["input_ids"] for c in columns}
+        return {c: tokenizer([x if x is not None else " " for x in batch[c]], **options)["input_ids"] for c in columns}
 
-    return ds.map(tokenize, batched=True, remove_columns=ds.column_names, desc="Tokenising")
+    drop = [c for c in ds.column_names if c not in keep_columns or c in columns]
+    return ds.map(tokenize, batched=True, remove_columns=drop, desc="Tokenising")
 
 
 def evaluation_pairs(config: TrainConfig, data_dir=None) -> D.ScoredPairs:
@@ -150,6 +158,41 @@ def set_dropout(model: nn.Module, p: float) -> None:
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
         if hasattr(config, key):
             setattr(config, key, p)  # so a saved model records the training value
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and LayerNorm weights (BERT's recipe, DeCLUTR's
+    ``parameter_groups``). Parameters with ``requires_grad=False`` (a momentum encoder) are left out."""
+    decay, no_decay, everything = [], [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        norm = "layernorm" in name.lower() or "layer_norm" in name.lower() or "ln_" in name.lower()
+        everything.append(p)
+        (no_decay if name.endswith("bias") or (norm and p.dim() == 1) else decay).append(p)
+    if weight_decay == 0:  # one group in module order: the optimizer state layout of older checkpoints
+        return [{"params": everything, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_multiplier(schedule: str, total: int, cut_frac: float = 0.1, ratio: float = 32.0) -> Callable[[int], float]:
+    """Learning-rate factor of step ``s`` (0-based) for ``total`` steps.
+
+    ``linear``: ``(total - s) / total`` (HF Trainer without warm-up). ``slanted_triangular``
+    (Howard & Ruder 2018, Eq. 3; AllenNLP's defaults): a linear rise over the first
+    ``cut = floor(total * cut_frac)`` steps, then a linear decay, between ``1/ratio`` and 1.
+    """
+    if schedule == "linear":
+        return lambda s: max(0.0, (total - s) / total)
+    if schedule != "slanted_triangular":
+        raise ValueError(f"Unknown lr_schedule {schedule!r}; choose 'linear' or 'slanted_triangular'.")
+    cut = max(1, int(total * cut_frac))
+
+    def factor(s: int) -> float:
+        p = s / cut if s < cut else 1 - (s - cut) / max(1, total - cut)
+        return (1 + max(0.0, p) * (ratio - 1)) / ratio
+
+    return factor
 
 
 class _Trainable(nn.Module):
@@ -229,7 +272,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     set_dropout(encoder.model, config.dropout)
     method = (method if method is not None else build_method(config, encoder)).to(device)
     modules = _Trainable(encoder, method)
-    dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir)
+    dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir,
+                                 getattr(method, "tokenize_kwargs", None), getattr(method, "keep_columns", ()))
     if hasattr(method, "prepare_dataset"):  # e.g. ESimCSE's word repetition, done once like its official code
         dataset = method.prepare_dataset(dataset, encoder.tokenizer)
     pairs = evaluation_pairs(config, data_dir)
@@ -248,10 +292,9 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
         total = min(total, config.max_steps)
 
     fused = device.type == "cuda"
-    trainable = [p for p in modules.parameters() if p.requires_grad]  # not a momentum encoder's EMA weights
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8,
-                                  weight_decay=0.0, **({"fused": True} if fused else {}))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
+    optimizer = torch.optim.AdamW(parameter_groups(modules, config.weight_decay), lr=config.learning_rate,
+                                  betas=(0.9, 0.999), eps=config.adam_epsilon, **({"fused": True} if fused else {}))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config.lr_schedule, total))
     dtype = _autocast_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 

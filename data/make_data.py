@@ -5,6 +5,7 @@ Usage (from the repository root, inside the course environment)::
     python data/make_data.py toy        # toy_corpus.tsv, sts_sample.tsv, toy_nli.csv (no input needed)
     python data/make_data.py vocab --sentences ../shared/data/unsup/sentences.txt
     python data/make_data.py tiny-mlm   # tiny_mlm/: DiffCSE's offline generator (needs torch, transformers)
+    python data/make_data.py docs       # toy_docs.jsonl: DeCLUTR's offline documents (no input needed)
 
 Everything is deterministic: the same command gives byte-identical files.
 See data/README.md for what each file is for.
@@ -142,6 +143,41 @@ def make_nli(seed: int = 2, per_meaning: int = 4) -> None:
         writer.writerows(rows)
 
 
+def make_docs(seed: int = 4, n_docs: int = 96, min_scenes: int = 5, max_scenes: int = 14) -> None:
+    """Short "stories" for DeCLUTR's span sampling, one JSON object per line: {"title", "text"}.
+
+    A story follows one subject. It is a walk over scenes: each scene is one meaning
+    (subject, action, place) told in 2-4 different wordings, and the next scene changes the
+    action, the place or both. So nearby text shares meaning (what DeCLUTR's positives
+    assume of real documents) and distant text in the same story shares at least the subject.
+    One paragraph per scene.
+    """
+    import json
+
+    rng = random.Random(seed)
+    subjects = list(SUBJECTS)
+    with open(HERE / "toy_docs.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        for number in range(n_docs):
+            subject = subjects[number % len(subjects)]
+            action, place = rng.choice(list(ACTIONS)), rng.choice(list(PLACES))
+            paragraphs = []
+            for _ in range(rng.randint(min_scenes, max_scenes)):
+                meaning = (subject, action, place)
+                wordings: list[str] = []
+                while len(wordings) < rng.randint(2, 4):
+                    text = realise(meaning, rng)
+                    if text not in wordings:
+                        wordings.append(text)
+                paragraphs.append(" ".join(wordings))
+                change = rng.choice(("action", "place", "both"))
+                if change in ("action", "both"):
+                    action = rng.choice([a for a in ACTIONS if a != action])
+                if change in ("place", "both"):
+                    place = rng.choice([p for p in PLACES if p != place])
+            title = f"Story {number + 1}: {SUBJECTS[subject][0]}"
+            f.write(json.dumps({"title": title, "text": "\n".join(paragraphs)}) + "\n")
+
+
 def make_vocab(sentences: Path, vocab_size: int = 8000) -> None:
     from tokenizers import BertWordPieceTokenizer
 
@@ -206,10 +242,13 @@ def main() -> None:
     v.add_argument("--vocab-size", type=int, default=8000)
     m = sub.add_parser("tiny-mlm", help="write tiny_mlm/ (DiffCSE's offline generator)")
     m.add_argument("--steps", type=int, default=600)
+    sub.add_parser("docs", help="write toy_docs.jsonl (DeCLUTR's offline documents)")
     args = parser.parse_args()
     if args.what == "toy":
         make_toy()
         make_nli()
+    elif args.what == "docs":
+        make_docs()
     elif args.what == "tiny-mlm":
         make_tiny_mlm(args.steps)
     else:

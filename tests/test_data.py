@@ -907,3 +907,109 @@ def test_read_labeled_pairs_errors(tmp_path):
     with pytest.raises(DataFormatError) as info:
         D.read_labeled_pairs(path)
     _assert_names(info, f"{path}:2", "expected 3 tab-separated columns", "found 2")
+
+
+# ------------------------------------------------------------------ DeCLUTR's documents
+def _xz_tar_of(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:xz") as tar:
+        for name, text in files.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _openwebtext_tar(path: Path) -> None:
+    """The hub layout: a tar of .xz archives, each a tar of .txt documents."""
+    parts = {"openwebtext/urlsf_subset00-1_data.xz": _xz_tar_of({"0001-a.txt": "Long Doc " * 2100,
+                                                                 "0002-b.txt": "short doc"}),
+             "openwebtext/urlsf_subset00-2_data.xz": _xz_tar_of({"0003-c.txt": "Exactly " * 2048})}
+    with tarfile.open(path, "w") as tar:
+        for name, data in parts.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_iter_openwebtext_reads_nested_archives(tmp_path):
+    _openwebtext_tar(tmp_path / "subset.tar")
+    docs = dict(D.iter_openwebtext(tmp_path / "subset.tar"))
+    assert sorted(docs) == ["0001-a", "0002-b", "0003-c"] and docs["0002-b"] == "short doc"
+
+
+def test_write_documents_keeps_long_enough_documents(tmp_path, tiny_encoder):
+    tiny_tokenizer = tiny_encoder.tokenizer
+    docs = [("a", "one two three four"), ("b", "One Two Three"), ("c", "   "), ("d", "Unaffable words here")]
+    out = tmp_path / "docs" / "out.jsonl"
+    assert D.write_documents(docs, out, min_length=3, lowercase=True) == {"kept": 3, "dropped": 1}
+    assert D.read_documents(out) == [{"title": "a", "text": "one two three four"},
+                                     {"title": "b", "text": "one two three"},
+                                     {"title": "d", "text": "unaffable words here"}]
+    # with a tokenizer the subword tokens count, as the span sampler counts them
+    n = len(tiny_tokenizer.tokenize("unaffable words here"))
+    assert D.write_documents(docs[3:], out, min_length=n, tokenizer=tiny_tokenizer)["kept"] == 1
+    assert D.write_documents(docs[3:], out, min_length=n + 1, tokenizer=tiny_tokenizer)["kept"] == 0
+    assert _no_part_files(out.parent)
+
+
+def test_write_documents_leaves_no_partial_file(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"title": "old", "text": "kept safe"}\n', encoding="utf-8")
+
+    def broken():
+        yield "a", "fine text"
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        D.write_documents(broken(), out)
+    assert D.read_documents(out) == [{"title": "old", "text": "kept safe"}] and _no_part_files(tmp_path)
+
+
+WIKITEXT = [" \n", " = Robert Boulter = \n", " \n", " Robert Boulter is an English actor . \n", " \n",
+            " = = Career = = \n", " \n", " In 2000 Boulter had a guest @-@ starring role , 1 @,@ 000 times . \n",
+            " \n", " = Constant k filter = \n", " \n", " The impedance is \n",
+            " = 1 rad / s and a nominal impedance k = \n", " which is 2 @.@ 5 ohms . \n", " \n",
+            " = = = Sub = = = \n", " \n", " Last paragraph . \n"]
+
+
+def test_wikitext_articles_as_the_shared_file_was_made():
+    articles = list(D.wikitext_articles(WIKITEXT))
+    assert articles == [
+        ("Robert Boulter", "Robert Boulter is an English actor .\n"
+                           "In 2000 Boulter had a guest-starring role , 1,000 times ."),
+        ("Constant k filter", "The impedance is\n= 1 rad / s and a nominal impedance k =\nwhich is 2.5 ohms .\n"
+                              "Last paragraph ."),
+    ]
+
+
+def test_download_openwebtext_is_preprocessed(http_root, tmp_path):
+    served, base, _ = http_root
+    _openwebtext_tar(served / "urlsf_subset00.tar")
+    dest = tmp_path / "root"
+    target = D.download("openwebtext", dest, url=base + "urlsf_subset00.tar", progress=False)
+    assert target == dest / "docs" / "openwebtext.jsonl"
+    docs = D.read_documents(target)
+    assert [d["title"] for d in docs] == ["0001-a", "0003-c"]  # >= 2048 whitespace tokens
+    assert docs[0]["text"].startswith("long doc long doc")  # lowercased, as DeCLUTR's default
+    assert sorted(p.name for p in target.parent.iterdir()) == ["openwebtext.jsonl"]
+
+
+def test_download_wikitext_docs_from_parquet(http_root, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    served, base, _ = http_root
+    pq.write_table(pa.table({"text": WIKITEXT}), served / "test.parquet")
+    target = D.download("wikitext-docs", tmp_path / "root", url=base + "test.parquet", progress=False)
+    assert [d["title"] for d in D.read_documents(target)] == ["Robert Boulter", "Constant k filter"]
+
+
+@pytest.mark.skipif(not os.environ.get("CSELAB_DATA_DIR"), reason="needs CSELAB_DATA_DIR")
+def test_shared_wikitext_documents_match_the_registry_layout():
+    root = Path(os.environ["CSELAB_DATA_DIR"])
+    docs = D.read_documents(root / D.REGISTRY["wikitext-docs"].target)
+    assert len(docs) == 60  # the shared README's count
+    assert sum(len(d["text"].split()) for d in docs) == 229_902
+    assert all("@-@" not in d["text"] for d in docs)

@@ -6,6 +6,7 @@ and ``eval_encoder(encoder)``; the trainer, encoder and evaluator stay generic.
 """
 from __future__ import annotations
 
+from .declutr import DeCLUTR, MLMHead, load_mlm_head
 from .diffcse import DiffCSE, load_generator
 from .esimcse import ESimCSE
 from .simcse import SimCSE
@@ -31,7 +32,14 @@ def build_method(config, encoder):
                        masking_ratio=config.masking_ratio, batchnorm=config.batchnorm,
                        pooler_type=config.pooler_type, rtd_include_padding=config.rtd_include_padding,
                        initializer_range=init)
+    if config.method == "declutr":
+        return DeCLUTR(encoder, load_mlm_head(config.model, encoder), temperature=config.temperature,
+                       num_anchors=config.num_anchors, num_positives=config.num_positives,
+                       min_span_length=config.min_span_length, max_span_length=config.max_span_length,
+                       sampling=config.span_sampling, scale_spans=config.scale_spans,
+                       mlm_probability=config.masking_ratio, mlm_weight=config.mlm_weight,
+                       max_length=config.max_length, seed=config.seed)
     raise ValueError(f"Unknown method {config.method!r}.")
 
 
-__all__ = ["DiffCSE", "ESimCSE", "SimCSE", "build_method", "load_generator"]
+__all__ = ["DeCLUTR", "DiffCSE", "MLMHead", "ESimCSE", "SimCSE", "build_method", "load_generator", "load_mlm_head"]
