@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .diffcse import DiffCSE, load_generator
 from .esimcse import ESimCSE
+from .ngcse import NGCSE
 from .simcse import SimCSE
 
 
@@ -34,4 +35,4 @@ def build_method(config, encoder):
     raise ValueError(f"Unknown method {config.method!r}.")
 
 
-__all__ = ["DiffCSE", "ESimCSE", "SimCSE", "build_method", "load_generator"]
+__all__ = ["DiffCSE", "ESimCSE", "NGCSE", "SimCSE", "build_method", "load_generator"]
