@@ -17,6 +17,11 @@ The poolers are the ones of SimCSE's ``evaluation.py`` (SimCSE paper, App. B and
 Masked means ignore padding, so a sentence's embedding does not depend on what it is
 batched with. For poolers other than ``cls`` a projector, when given, is applied after
 pooling (the sentence-transformers ``Dense`` module).
+
+:class:`PromptEncoder` adds PromptBERT's ``[MASK]`` pooling, as used by NGCSE (reference §8.2):
+each sentence is wrapped in a template ``[CLS] this sentence : " <x> " means [MASK] [SEP]``
+(:class:`PromptTemplate`, built from the tokenizer's own tokens) and the embedding is the
+last-layer hidden state at ``[MASK]`` (:func:`mask_pool`).
 """
 from __future__ import annotations
 
@@ -191,6 +196,74 @@ def _read_sentence_transformer_dir(path: Path) -> dict:
     return spec
 
 
+PROMPT_FILE = "cselab_prompt.json"
+
+
+def mask_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Hidden state at the ``[MASK]`` of a :class:`PromptTemplate`: position ``length - 2``.
+
+    The template puts ``[MASK]`` right before the closing special token, so with right padding
+    it sits at (number of real tokens) - 2 (official NGCSE ``_get_embedding``: ``sent_len - 2``).
+    ``last_hidden``: (batch, seq, dim); ``attention_mask``: (batch, seq). Returns (batch, dim).
+    """
+    positions = attention_mask.sum(dim=1) - 2  # (batch,)
+    if (positions < 1).any():
+        raise ValueError("mask_pool needs sequences of >= 3 real tokens ([CLS] ... [MASK] [SEP]); wrap them with a "
+                         "PromptTemplate first.")
+    rows = torch.arange(last_hidden.shape[0], device=last_hidden.device)
+    return last_hidden[rows, positions.to(last_hidden.device)]  # (batch, dim)
+
+
+class PromptTemplate:
+    """PromptBERT's template around a sentence's token ids, with ``[MASK]`` last (NGCSE §8.2 / reference §8.2).
+
+    ``apply([CLS] x [SEP]) = [CLS] prefix x suffix [MASK] [SEP]``: the official ``add_prompt``
+    inserts the template after truncation, between the first and the last token. The ids come
+    from the tokenizer itself (``prefix``/``suffix`` texts without special tokens, then its
+    ``mask_token_id``), so the template works for any vocabulary; for ``bert-base-uncased`` they
+    are the official ``[2023, 6251, 1024, 1000]`` + x + ``[1000, 2965, 103]``, for ``roberta-base``
+    ``[713, 3645, 4832, 22]`` + x + ``[113, 839, 50264]``.
+
+    Args:
+        tokenizer: the encoder's tokenizer; needs a mask token.
+        prefix: text before the sentence (NGCSE: ``'This sentence : "'``; its pair template for the
+            second view of unsupervised pairs: ``'This sentence of "'``).
+        suffix: text after the sentence, before ``[MASK]`` (``'" means'``).
+    """
+
+    DEFAULT_PREFIX = 'This sentence : "'
+    PAIR_PREFIX = 'This sentence of "'
+    DEFAULT_SUFFIX = '" means'
+
+    def __init__(self, tokenizer, prefix: str = DEFAULT_PREFIX, suffix: str = DEFAULT_SUFFIX) -> None:
+        mask_id = getattr(tokenizer, "mask_token_id", None)
+        if mask_id is None:
+            raise ValueError(f"{type(tokenizer).__name__} has no mask token: [MASK] pooling needs one.")
+        self.prefix_text, self.suffix_text = prefix, suffix
+        self.prefix = tuple(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        self.suffix = tuple(tokenizer(suffix, add_special_tokens=False)["input_ids"]) + (mask_id,)
+        self.mask_token_id = mask_id
+
+    def __len__(self) -> int:
+        """Number of tokens the template adds (7 for BERT and RoBERTa)."""
+        return len(self.prefix) + len(self.suffix)
+
+    def apply(self, ids: Sequence[int]) -> list[int]:
+        """``[first] + prefix + ids[1:-1] + suffix + [MASK] + [last]``; ``ids`` holds its special tokens."""
+        ids = list(ids)
+        if len(ids) < 2:
+            raise ValueError(f"PromptTemplate.apply needs the sentence with its special tokens ([CLS] ... [SEP]), "
+                             f"got {len(ids)} token(s).")
+        return ids[:1] + list(self.prefix) + ids[1:-1] + list(self.suffix) + ids[-1:]
+
+    def to_dict(self) -> dict:
+        return {"pooling": "mask", "prefix": self.prefix_text, "suffix": self.suffix_text,
+                "prefix_ids": list(self.prefix), "suffix_ids": list(self.suffix)}
+
+    def __repr__(self) -> str:
+        return f"PromptTemplate(prefix={self.prefix_text!r}, suffix={self.suffix_text!r} + [MASK])"
+
+
 class SentenceEncoder(nn.Module):
     """A transformers encoder, a pooler and an optional projector (SimCSE §2, App. B).
 
@@ -227,7 +300,9 @@ class SentenceEncoder(nn.Module):
 
         A local directory may hold a plain transformers model or a sentence-transformers
         model (``modules.json``); for the latter, pooling, Dense projector and normalisation
-        are read from its configuration unless ``pooling``/``projector`` are given.
+        are read from its configuration unless ``pooling``/``projector`` are given. A directory
+        saved by a :class:`PromptEncoder` (it holds ``cselab_prompt.json``) loads as a
+        PromptEncoder with its template, unless ``pooling`` is given.
 
         Args:
             name_or_path: hub id (``"bert-base-uncased"``), local directory, or ``"cselab/tiny"``.
@@ -245,6 +320,7 @@ class SentenceEncoder(nn.Module):
         """
         if pooling is not None:
             check_pooling(pooling)
+        pooling_given = pooling is not None
         name = os.fspath(name_or_path)
         normalize = False
         if name == TINY_PRESET:
@@ -270,6 +346,17 @@ class SentenceEncoder(nn.Module):
                 )
             else:
                 model, tokenizer = _load_hf(name, trust_remote_code, cache_dir, local=False)
+        prompt_file = Path(name).expanduser() / PROMPT_FILE
+        if not pooling_given and name != TINY_PRESET and prompt_file.parent.is_dir() and prompt_file.is_file():
+            # a directory saved by a PromptEncoder: [MASK] pooling with its template
+            saved = json.loads(prompt_file.read_text("utf-8"))
+            template = PromptTemplate(tokenizer, saved["prefix"], saved["suffix"])
+            if list(template.prefix) != saved["prefix_ids"] or list(template.suffix) != saved["suffix_ids"]:
+                raise ValueError(f"{prompt_file}: the tokenizer gives the prompt template other ids than were saved "
+                                 f"({list(template.prefix)}/{list(template.suffix)} vs {saved['prefix_ids']}/"
+                                 f"{saved['suffix_ids']}); was the tokenizer replaced?")
+            encoder = PromptEncoder(model, tokenizer, template, projector, normalize=normalize, name=name)
+            return encoder.to(device or "cpu").eval()
         encoder = cls(model, tokenizer, pooling or "cls", projector, normalize=normalize, name=name)
         if encoder.pooling == "cls" and encoder.projector is None and getattr(model, "pooler", None) is None:
             raise ValueError(
@@ -460,6 +547,8 @@ class SentenceEncoder(nn.Module):
                                 "type": st + "Normalize"})
                 (tmp / modules[-1]["path"]).mkdir()
             (tmp / "modules.json").write_text(json.dumps(modules, indent=2), "utf-8")
+            for fname, text in self._extra_files().items():  # e.g. a PromptEncoder's template
+                (tmp / fname).write_text(text, "utf-8")
             if path.exists():
                 # a fresh name each time: a save killed between the two renames cannot block later ones
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
@@ -473,8 +562,58 @@ class SentenceEncoder(nn.Module):
             raise
         return path
 
+    def _extra_files(self) -> dict[str, str]:
+        """Files written next to the model by :meth:`save_sentence_transformer` (name -> text)."""
+        return {}
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, pooling={self.pooling!r}, projector={self.projector is not None}"
+
+
+class PromptEncoder(SentenceEncoder):
+    """A :class:`SentenceEncoder` with PromptBERT ``[MASK]`` pooling (NGCSE's ``--pooler_type mask``, reference §8.2).
+
+    :meth:`tokenize` wraps every sentence in ``template`` (truncating the sentence so that the
+    wrapped sequence fits ``max_length``) and :meth:`forward` returns the last-layer hidden state
+    at ``[MASK]`` (:func:`mask_pool`), then the optional projector. NGCSE evaluates with the raw
+    ``[MASK]`` state (no projector).
+
+    :meth:`save_sentence_transformer` writes the usual directory plus ``cselab_prompt.json``;
+    :meth:`SentenceEncoder.from_pretrained` reads it back as a PromptEncoder. The
+    sentence-transformers library has no ``[MASK]`` pooling: it would load that directory with
+    plain ``[CLS]`` pooling and no template.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, template: PromptTemplate | None = None,
+                 projector: nn.Module | None = None, normalize: bool = False, name: str | None = None) -> None:
+        super().__init__(model, tokenizer, "cls_before_pooler", projector, normalize=normalize, name=name)
+        self.pooling = "mask"  # not one of POOLERS: it only makes sense with the template
+        self.template = template if template is not None else PromptTemplate(tokenizer)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings with gradient of already-wrapped inputs (batch, seq); returns (batch, dim)."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.model(**kwargs, return_dict=True)
+        pooled = mask_pool(out.last_hidden_state, attention_mask)  # (batch, H)
+        return self.projector(pooled) if self.projector is not None else pooled
+
+    def tokenize(self, sentences: Sequence[str], max_length: int | None = None) -> dict[str, list[list[int]]]:
+        """Token ids of each sentence wrapped in the template; ``max_length`` bounds the wrapped length."""
+        limit = (max_length or self.max_length) - len(self.template)
+        if limit < 2:
+            raise ValueError(f"max_length={max_length or self.max_length} leaves no room for a sentence: the prompt "
+                             f"template takes {len(self.template)} tokens plus 2 special tokens.")
+        ids = super().tokenize(sentences, limit)["input_ids"]
+        return {"input_ids": [self.template.apply(x) for x in ids]}
+
+    def _extra_files(self) -> dict[str, str]:
+        return {PROMPT_FILE: json.dumps(self.template.to_dict(), indent=2)}
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", template={self.template!r}"
 
 
 @contextlib.contextmanager

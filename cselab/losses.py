@@ -4,11 +4,15 @@
   shared negatives (ESimCSE), the symmetric NT-Xent form (SimCLR, DeCLUTR), and the decoupled
   form (DCL, Yeh et al. 2021).
 - :func:`replaced_token_detection_loss`: DiffCSE's conditional ELECTRA objective (per-token 2-way CE).
+- :func:`hierarchical_triplet_loss`: NGCSE's hierarchical triplet (HT) loss over graded levels
+  (Li et al. AAAI-24, official ``_ng_forward`` ``loss3``; reference §8.3).
 - :func:`alignment` and :func:`uniformity`: Wang & Isola (2020), Eq. 4-5 / their reference code.
 
 Every function takes embeddings, not models, and documents the shapes it expects.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +134,60 @@ def info_nce(
     else:
         losses = F.cross_entropy(logits, targets, reduction="none")
     return losses.mean() if reduction == "mean" else losses
+
+
+def hierarchical_triplet_loss(
+    anchor: torch.Tensor,
+    levels: torch.Tensor,
+    margins: tuple[float, ...] | list[float] = (5e-3, 5e-2),
+) -> torch.Tensor:
+    """NGCSE's hierarchical triplet (HT) loss (Li et al. AAAI-24; official ``_ng_forward`` ``loss3``, reference §8.3).
+
+    Each anchor comes with K - 1 graded sentences, most similar first (NGCSE's STS pattern:
+    ``'5'`` positive, ``'4'`` intermediate, ``'3'`` negative). With ``s_k = cos(anchor, level_k)``::
+
+        L = 1/(K-2) * sum_{k=1}^{K-2} mean_i ReLU(s_{k+1} - s_k + m_{k-1})
+
+    i.e. every adjacent pair of levels must keep the order ``s_k >= s_{k+1} + m_{k-1}``. The
+    margins are indexed 0-based per adjacent pair; when ``margins`` is shorter than K - 2 its
+    last value is reused (official: ``margins[0][idx if idx < len else len - 1]``), and extra
+    values are ignored. For K = 4: ``L = [ReLU(s_2 - s_1 + m_0) + ReLU(s_3 - s_2 + m_1)] / 2``.
+
+    Args:
+        anchor: (n, dim).
+        levels: (n, K - 1, dim), ``levels[:, 0]`` the most similar to the anchor; K >= 3.
+        margins: non-negative finite margins (NGCSE Wiki.STS_HT: (5e-3, 5e-2); NLI.STS_HT: (5e-3, 1e-1)).
+
+    Returns:
+        A scalar tensor.
+    """
+    if anchor.dim() != 2:
+        raise ValueError(f"anchor must be 2-D (n, dim), got shape {tuple(anchor.shape)}.")
+    if levels.dim() != 3:
+        raise ValueError(f"levels must be 3-D (n, K-1, dim) with the most similar level first, "
+                         f"got shape {tuple(levels.shape)}.")
+    if levels.shape[0] != anchor.shape[0] or levels.shape[2] != anchor.shape[1]:
+        raise ValueError(f"levels {tuple(levels.shape)} must be (n, K-1, dim) with (n, dim) = "
+                         f"{tuple(anchor.shape)} like the anchor.")
+    if anchor.shape[0] == 0:
+        raise ValueError("hierarchical_triplet_loss needs at least one anchor (n >= 1).")
+    if levels.shape[1] < 2:
+        raise ValueError(f"the hierarchical triplet loss needs K >= 3 sentences per group (anchor + at least 2 "
+                         f"graded levels) to have one adjacent pair of levels; got K - 1 = {levels.shape[1]} level(s).")
+    margins = [float(m) for m in margins]
+    if not margins:
+        raise ValueError("margins is empty: give at least one margin (NGCSE: (5e-3, 5e-2)).")
+    bad = [m for m in margins if not (math.isfinite(m) and m >= 0.0)]
+    if bad:
+        raise ValueError(f"margins must be finite and >= 0 (a negative margin rewards an inverted hierarchy); "
+                         f"got {margins}.")
+    sims = F.cosine_similarity(anchor.unsqueeze(1), levels, dim=-1)  # (n, K-1): s_1 .. s_{K-1}
+    pairs = levels.shape[1] - 1  # K - 2 adjacent pairs of levels
+    margin = torch.tensor([margins[min(k, len(margins) - 1)] for k in range(pairs)],
+                          dtype=sims.dtype, device=sims.device)  # (K-2,)
+    # column k: the (k+1)-th level must stay below the k-th by the margin
+    violations = F.relu(sims[:, 1:] - sims[:, :-1] + margin)  # (n, K-2)
+    return violations.mean(dim=0).sum() / pairs  # mean over anchors, then average over the K-2 pairs
 
 
 def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2, normalize: bool = True) -> torch.Tensor:

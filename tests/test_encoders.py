@@ -672,3 +672,129 @@ def test_cls_on_in_memory_model_without_pooler(tiny):
 def test_public_api():
     assert cselab.POOLERS == ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
     assert issubclass(cselab.HubUnreachableError, OSError)
+
+
+# ----------------------------------------------------------------------------- PromptBERT [MASK] pooling (NGCSE)
+def _bert_vocab_with_official_ids(path):
+    """A WordPiece vocabulary whose ids equal bert-base-uncased's for the tokens of NGCSE's template."""
+    official = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]", 1000: '"', 1024: ":",
+                1037: "a", 1997: "of", 2023: "this", 2158: "man", 2965: "means", 6251: "sentence"}
+    lines = [official.get(i, f"[unused{i}]") for i in range(6300)]
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return enc._wordpiece_tokenizer(path)
+
+
+def test_prompt_template_reproduces_official_bert_ids(tmp_path):
+    tok = _bert_vocab_with_official_ids(tmp_path / "vocab.txt")
+    t = enc.PromptTemplate(tok)
+    # reference §8.2 / official NGBert.prompt: [2023, 6251, 1024, 1000] + x + [1000, 2965, 103]
+    assert t.prefix == (2023, 6251, 1024, 1000) and t.suffix == (1000, 2965, 103) and len(t) == 7
+    pair = enc.PromptTemplate(tok, enc.PromptTemplate.PAIR_PREFIX)
+    assert pair.prefix == (2023, 6251, 1997, 1000) and pair.suffix == (1000, 2965, 103)
+    ids = tok("A man")["input_ids"]
+    assert ids == [101, 1037, 2158, 102]
+    assert t.apply(ids) == [101, 2023, 6251, 1024, 1000, 1037, 2158, 1000, 2965, 103, 102]
+
+
+def _roberta_tokenizer_with_official_ids(tmp_path):
+    """A byte-level BPE tokenizer whose ids equal roberta-base's for the tokens of NGCSE's template."""
+    from transformers import RobertaTokenizerFast
+
+    official = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "\u0120of": 9, "\u0120\"": 22, "\"": 113,
+                "This": 713, "\u0120means": 839, "\u0120sentence": 3645, "\u0120:": 4832, "<mask>": 50264}
+    vocab = dict(official)
+    next_id = iter(range(1000, 50000))
+    # GPT-2's byte -> printable character map: printable bytes map to themselves, the rest to 256 + n
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    byte_chars = [chr(b) for b in printable] + [chr(256 + n) for n in range(256 - len(printable))]
+    for ch in byte_chars:  # every single byte, at ids away from the official ones
+        vocab.setdefault(ch, next(next_id))
+    merges = []
+    for word in ("This", "\u0120of", "\u0120\"", "\u0120means", "\u0120sentence", "\u0120:"):
+        for end in range(2, len(word) + 1):  # left-to-right merges building the word
+            merges.append(f"{word[:end - 1]} {word[end - 1]}")
+            vocab.setdefault(word[:end], next(next_id))
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), "utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", "utf-8")
+    import inspect
+
+    files = (str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    if "vocab_file" in inspect.signature(RobertaTokenizerFast.__init__).parameters:  # transformers 4.x
+        return RobertaTokenizerFast(vocab_file=files[0], merges_file=files[1])
+    return RobertaTokenizerFast(vocab=files[0], merges=files[1])  # transformers 5.x
+
+
+def test_prompt_template_reproduces_official_roberta_ids(tmp_path):
+    tok = _roberta_tokenizer_with_official_ids(tmp_path)
+    t = enc.PromptTemplate(tok)
+    # official NGRoberta.prompt: [713, 3645, 4832, 22] + x + [113, 839, 50264]
+    assert t.prefix == (713, 3645, 4832, 22) and t.suffix == (113, 839, 50264)
+    assert enc.PromptTemplate(tok, enc.PromptTemplate.PAIR_PREFIX).prefix == (713, 3645, 9, 22)
+    ids = tok("A")["input_ids"]
+    assert ids[0] == 0 and ids[-1] == 2
+    assert t.apply(ids) == [0, 713, 3645, 4832, 22, *ids[1:-1], 113, 839, 50264, 2]
+
+
+def test_prompt_template_needs_a_mask_token_and_special_tokens(tiny):
+    class NoMask:
+        mask_token_id = None
+
+    with pytest.raises(ValueError, match="no mask token"):
+        enc.PromptTemplate(NoMask())
+    with pytest.raises(ValueError, match="special tokens"):
+        enc.PromptTemplate(tiny.tokenizer).apply([5])
+
+
+def test_mask_pool_picks_length_minus_two():
+    hidden = torch.arange(2 * 6 * 3, dtype=torch.float64).reshape(2, 6, 3)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    got = enc.mask_pool(hidden, mask)
+    assert torch.equal(got, torch.stack([hidden[0, 4], hidden[1, 2]]))
+    with pytest.raises(ValueError, match=">= 3 real tokens"):
+        enc.mask_pool(hidden, torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]]))
+
+
+def test_prompt_encoder_embeds_the_mask_hidden_state(tiny):
+    pe = enc.PromptEncoder(tiny.model, tiny.tokenizer)
+    assert pe.pooling == "mask" and pe.model is tiny.model
+    got = pe.encode(SENTENCES, batch_size=3)
+    # independent: wrap by hand, run each sentence alone (no padding), find the [MASK] token by its id
+    tok = tiny.tokenizer
+    prefix = tok('This sentence : "', add_special_tokens=False)["input_ids"]
+    suffix = tok('" means', add_special_tokens=False)["input_ids"] + [tok.mask_token_id]
+    for i, s in enumerate(SENTENCES):
+        ids = tok(s)["input_ids"]
+        wrapped = ids[:1] + prefix + ids[1:-1] + suffix + ids[-1:]
+        where = [j for j, t in enumerate(wrapped) if t == tok.mask_token_id]
+        assert where == [len(wrapped) - 2]
+        with torch.no_grad():
+            hidden = tiny.model(input_ids=torch.tensor([wrapped]), return_dict=True).last_hidden_state[0]
+        assert torch.allclose(got[i], hidden[where[0]].float(), atol=ATOL)
+        assert not torch.allclose(got[i], hidden[0].float(), atol=1e-3)  # not [CLS]
+
+
+def test_prompt_encoder_truncates_the_sentence_not_the_template(tiny):
+    pe = enc.PromptEncoder(tiny.model, tiny.tokenizer)
+    ids = pe.tokenize(LONG, max_length=20)["input_ids"]
+    assert all(len(x) == 20 and x[-2] == tiny.tokenizer.mask_token_id for x in ids)
+    assert all(len(x) <= pe.max_length for x in pe.tokenize(LONG * 20)["input_ids"])
+    with pytest.raises(ValueError, match="no room"):
+        pe.tokenize(SHORT, max_length=len(pe.template) + 1)
+
+
+def test_prompt_encoder_save_and_load_round_trip(tiny, tmp_path):
+    pe = enc.PromptEncoder(tiny.model, tiny.tokenizer)
+    path = pe.save_sentence_transformer(tmp_path / "prompted")
+    saved = json.loads((path / enc.PROMPT_FILE).read_text("utf-8"))
+    assert saved["pooling"] == "mask" and saved["suffix_ids"][-1] == tiny.tokenizer.mask_token_id
+    loaded = SentenceEncoder.from_pretrained(path)
+    assert isinstance(loaded, enc.PromptEncoder)
+    assert loaded.template.prefix == pe.template.prefix and loaded.template.suffix == pe.template.suffix
+    assert torch.allclose(loaded.encode(SENTENCES), pe.encode(SENTENCES), atol=ATOL)
+    # an explicit pooling is an override: a plain SentenceEncoder
+    plain = SentenceEncoder.from_pretrained(path, pooling="avg")
+    assert type(plain) is SentenceEncoder and plain.pooling == "avg"
+    # a plain encoder's save writes no prompt file
+    assert not (SentenceEncoder(tiny.model, tiny.tokenizer, "avg").save_sentence_transformer(
+        tmp_path / "plain") / enc.PROMPT_FILE).exists()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
 
@@ -402,3 +403,186 @@ def test_spearman_treats_identical_pairs_as_ties(tiny_encoder):
     pairs = D.ScoredPairs(s1, s2, gold)
     expected = 100.0 * spearmanr(reference_cosines(tiny_encoder, s1, s2), gold)[0]
     assert E.spearman_on_pairs(tiny_encoder, pairs) == pytest.approx(expected, abs=1e-6)
+
+
+# ---------------------------------------------------------------- NGCSE relative fitting difficulty (RFD)
+def _np_align(x: np.ndarray, y: np.ndarray) -> float:
+    """Wang & Isola alignment (alpha = 2) on the unit sphere, by hand."""
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    return float(np.mean(np.sum((x - y) ** 2, axis=1)))
+
+
+def _np_uniform(x: np.ndarray) -> float:
+    """Wang & Isola uniformity (t = 2) over distinct pairs, by hand."""
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return float(np.log(np.mean(np.exp(-2.0 * pdist(x, "sqeuclidean")))))
+
+
+def _np_terms(tx, ty, ex, ey, tp, ep) -> dict[str, float]:
+    out = {"train_alignment": _np_align(tx, ty), "train_uniformity": _np_uniform(tp),
+           "eval_alignment": _np_align(ex, ey), "eval_uniformity": _np_uniform(ep)}
+    out["rfd_a"] = out["train_alignment"] - out["eval_alignment"]
+    out["rfd_u"] = out["train_uniformity"] - out["eval_uniformity"]
+    return out
+
+
+def _reference_rfd_no_dropout(encoder, train_pairs, eval_s1, eval_s2, eval_scores, max_pairs=1000,
+                              max_sentences=1000) -> dict[str, float]:
+    """The official tools.py selection, written out: train pairs and 'single' anchors; STS-B positives (gold >= 4)
+    and 'all' sentences of pairs with gold >= 4 or <= 1, interleaved; caps of pairs and sentences."""
+    vec = lambda sents: encoder.encode(sents, show_progress=False).numpy().astype(np.float64)  # noqa: E731
+    pairs = train_pairs[:max_pairs]
+    tx, ty = vec([a for a, _ in pairs]), vec([b for _, b in pairs])
+    tp = vec([a for a, _ in train_pairs][:max_sentences])
+    pos = [i for i, g in enumerate(eval_scores) if g >= 4.0][:max_pairs]
+    ex, ey = vec([eval_s1[i] for i in pos]), vec([eval_s2[i] for i in pos])
+    extremes = []
+    for i, g in enumerate(eval_scores):
+        if g >= 4.0 or g <= 1.0:
+            extremes += [eval_s1[i], eval_s2[i]]
+    ep = vec(extremes[:max_sentences])
+    return _np_terms(tx, ty, ex, ey, tp, ep)
+
+
+RFD_SCORES = [4.5, 0.5, 3.0, 4.0, 2.0, 1.0, 5.0, 0.0]  # positives: 0, 3, 6; extremes: 0, 1, 3, 5, 6, 7
+
+
+@pytest.fixture(scope="module")
+def rfd_data():
+    sentences, _ = D.read_toy_corpus()
+    train_pairs = [(sentences[i], sentences[i + 40]) for i in range(12)]
+    s1, s2 = sentences[100:108], sentences[200:208]
+    return train_pairs, D.ScoredPairs(s1, s2, np.array(RFD_SCORES), "rfd-test")
+
+
+def test_rfd_terms_match_numpy():
+    g = np.random.default_rng(0)
+    tx, ty, ex, ey, tp, ep = (g.normal(size=(n, 6)) for n in (9, 9, 7, 7, 11, 5))
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    got = E.rfd_terms(t(tx), t(ty), t(ex), t(ey), t(tp), t(ep))
+    want = _np_terms(tx, ty, ex, ey, tp, ep)
+    assert list(got) == list(E.RFD_TERMS)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-10), key
+    default = E.rfd_terms(t(tx), t(ty), t(ex), t(ey))  # uniformity over the anchors by default
+    assert default["train_uniformity"] == pytest.approx(_np_uniform(tx), abs=1e-10)
+    assert default["eval_uniformity"] == pytest.approx(_np_uniform(ex), abs=1e-10)
+
+
+def test_rfd_from_history_is_the_mean_gap_after_the_start():
+    history = [
+        {"step": 0, "eval_score": 1.0, "train_alignment": 9.0, "eval_alignment": 0.0,
+         "train_uniformity": 9.0, "eval_uniformity": 0.0},  # the starting model: left out
+        {"step": 1, "loss": 3.0},  # a log-only row: skipped
+        {"step": 2, "train_alignment": 0.30, "eval_alignment": 0.20, "train_uniformity": -2.0, "eval_uniformity": -2.5},
+        {"step": 4, "train_alignment": 0.10, "eval_alignment": 0.40, "train_uniformity": -1.0, "eval_uniformity": -2.0},
+    ]
+    got = E.rfd_from_history(history)
+    assert got["n_steps"] == 2
+    assert got["rfd_a"] == pytest.approx(((0.30 - 0.20) + (0.10 - 0.40)) / 2, abs=1e-12)
+    assert got["rfd_u"] == pytest.approx(((-2.0 + 2.5) + (-1.0 + 2.0)) / 2, abs=1e-12)
+    assert E.rfd_from_history(history, start_step=0)["rfd_a"] == pytest.approx((9.0 + 0.1 - 0.3) / 3, abs=1e-12)
+    assert E.rfd_from_history(history, start_step=3)["rfd_u"] == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="rfd_tracker"):
+        E.rfd_from_history(history, start_step=5)
+
+
+@pytest.mark.parametrize("caps", [{}, {"max_pairs": 2, "max_sentences": 5}])
+def test_rfd_without_dropout_equals_the_official_selection(tiny_encoder, rfd_data, caps):
+    train_pairs, eval_pairs = rfd_data
+    got = E.rfd(tiny_encoder, train_pairs, eval_pairs, dropout=False, **caps)
+    want = _reference_rfd_no_dropout(tiny_encoder, train_pairs, eval_pairs.sentences1, eval_pairs.sentences2,
+                                     RFD_SCORES, **caps)
+    assert got["n_checkpoints"] == 1 and len(got["checkpoints"]) == 1
+    for key in want:
+        assert got["checkpoints"][0][key] == pytest.approx(want[key], abs=1e-6), key
+    assert got["rfd_a"] == pytest.approx(want["rfd_a"], abs=1e-6)
+    assert got["rfd_u"] == pytest.approx(want["rfd_u"], abs=1e-6)
+
+
+def test_rfd_explicit_uniformity_sets_and_plain_eval_pairs(tiny_encoder, rfd_data):
+    train_pairs, _ = rfd_data
+    vec = lambda sents: tiny_encoder.encode(sents, show_progress=False).numpy().astype(np.float64)  # noqa: E731
+    eval_plain = [(a, b) for a, b in train_pairs[6:]]
+    levels = [b for _, b in train_pairs] + [a for a, _ in train_pairs]  # e.g. anchors + all their levels
+    got = E.rfd(tiny_encoder, train_pairs[:6], eval_plain, train_sentences=levels, dropout=False)["checkpoints"][0]
+    both_sides = [s for pair in eval_plain for s in pair]
+    want = _np_terms(vec([a for a, _ in train_pairs[:6]]), vec([b for _, b in train_pairs[:6]]),
+                     vec([a for a, _ in eval_plain]), vec([b for _, b in eval_plain]), vec(levels), vec(both_sides))
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+
+
+def test_rfd_over_checkpoints_is_the_mean(rfd_data):
+    train_pairs, eval_pairs = rfd_data
+    encoders = [cselab.SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg", seed=s) for s in (0, 1)]
+    got = E.rfd(encoders, train_pairs, eval_pairs, dropout=False)
+    refs = [_reference_rfd_no_dropout(e, train_pairs, eval_pairs.sentences1, eval_pairs.sentences2, RFD_SCORES)
+            for e in encoders]
+    assert got["n_checkpoints"] == 2
+    assert got["rfd_a"] == pytest.approx((refs[0]["rfd_a"] + refs[1]["rfd_a"]) / 2, abs=1e-6)
+    assert got["rfd_u"] == pytest.approx((refs[0]["rfd_u"] + refs[1]["rfd_u"]) / 2, abs=1e-6)
+    assert abs(refs[0]["rfd_a"] - refs[1]["rfd_a"]) > 1e-6  # two genuinely different checkpoints
+
+
+def test_rfd_dropout_mode_like_the_official_train_mode(rfd_data):
+    from cselab.train import set_dropout
+
+    encoder = cselab.SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg")
+    sentences = [a for a, _ in rfd_data[0]]
+    dropout_pairs = [(s, s) for s in sentences]  # unsupervised SimCSE's training pairs
+    _, eval_pairs = rfd_data
+    off = E.rfd(encoder, dropout_pairs, eval_pairs, dropout=False)["checkpoints"][0]
+    assert off["train_alignment"] < 1e-10  # eval mode: (x, x) is trivially aligned
+    rng = torch.get_rng_state()
+    on = E.rfd(encoder, dropout_pairs, eval_pairs, seed=3)["checkpoints"][0]
+    assert torch.equal(torch.get_rng_state(), rng)  # measuring during training does not change the run
+    assert not encoder.training and not encoder.model.training  # mode restored
+    assert on["train_alignment"] > 1e-4  # each copy of x got its own dropout mask
+    assert E.rfd(encoder, dropout_pairs, eval_pairs, seed=3)["checkpoints"][0] == on  # seeded
+    assert E.rfd(encoder, dropout_pairs, eval_pairs, seed=4)["checkpoints"][0] != on
+    encoder.train()
+    E.rfd(encoder, dropout_pairs, eval_pairs)
+    assert encoder.training and encoder.model.training
+    encoder.eval()
+    # with every dropout probability at 0, training mode changes nothing: same numbers as eval mode
+    set_dropout(encoder.model, 0.0)
+    zero = E.rfd(encoder, dropout_pairs, eval_pairs)["checkpoints"][0]
+    for key in off:
+        assert zero[key] == pytest.approx(off[key], abs=1e-5), key
+
+
+def test_rfd_tracker_gives_the_terms_per_call(tiny_encoder, rfd_data):
+    train_pairs, eval_pairs = rfd_data
+    track = E.rfd_tracker(train_pairs, eval_pairs, dropout=False, max_pairs=5)
+    got = track(tiny_encoder)
+    assert list(got) == list(E.RFD_TERMS) and all(isinstance(v, float) for v in got.values())
+    assert not set(got) & {"step", "epoch", "loss", "learning_rate", "eval_score", "best_score", "seconds"}
+    want = _reference_rfd_no_dropout(tiny_encoder, train_pairs, eval_pairs.sentences1, eval_pairs.sentences2,
+                                     RFD_SCORES, max_pairs=5)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+
+
+def test_rfd_bad_inputs(tiny_encoder, rfd_data):
+    train_pairs, eval_pairs = rfd_data
+    no_positive = D.ScoredPairs(eval_pairs.sentences1, eval_pairs.sentences2, np.zeros(8), "zeros")
+    with pytest.raises(ValueError, match="gold score >= 4.0"):
+        E.rfd(tiny_encoder, train_pairs, no_positive)
+    with pytest.raises(ValueError, match="at least 2 sentences"):
+        E.rfd(tiny_encoder, train_pairs, eval_pairs, train_sentences=["only one"])
+    with pytest.raises(TypeError, match="single string"):
+        E.rfd(tiny_encoder, train_pairs, eval_pairs, eval_sentences="a sentence")
+    with pytest.raises(ValueError, match="at least one encoder"):
+        E.rfd([], train_pairs, eval_pairs)
+    with pytest.raises(ValueError, match="max_pairs"):
+        E.rfd(tiny_encoder, train_pairs, eval_pairs, max_pairs=0)
+
+    class EncodeOnly:
+        def encode(self, sentences, **kwargs):
+            return torch.randn(len(sentences), 4)
+
+    with pytest.raises(TypeError, match="dropout=False"):
+        E.rfd(EncodeOnly(), train_pairs, eval_pairs)
+    assert E.rfd(EncodeOnly(), train_pairs, eval_pairs, dropout=False)["n_checkpoints"] == 1

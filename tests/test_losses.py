@@ -655,3 +655,158 @@ def test_rtd_shape_errors():
         replaced_token_detection_loss(torch.zeros(2, 3, 3), torch.zeros(2, 3), torch.ones(2, 3))
     with pytest.raises(ValueError, match="attention_mask"):
         replaced_token_detection_loss(torch.zeros(2, 3, 2), torch.zeros(2, 3), torch.ones(2, 4))
+
+
+# ---------------------------------------------------------------------------- NGCSE hierarchical triplet loss
+def _naive_ht(anchor, levels, margins) -> float:
+    """reference §8.3, transcribed with loops over float64 numpy: s_k = cos(anchor, level_k),
+    L = 1/(K-2) sum_{k=1}^{K-2} mean_i ReLU(s_{k+1} - s_k + m_{k-1}), last margin reused."""
+    a = np.asarray(anchor, dtype=np.float64)
+    lv = np.asarray(levels, dtype=np.float64)
+    n, k_minus_1 = lv.shape[0], lv.shape[1]
+    total = 0.0
+    for k in range(1, k_minus_1):  # k = 1 .. K-2 (1-based level index of the upper level)
+        m = margins[k - 1] if k - 1 < len(margins) else margins[-1]
+        row_sum = 0.0
+        for i in range(n):
+            s_k = np.dot(a[i], lv[i, k - 1]) / (np.linalg.norm(a[i]) * np.linalg.norm(lv[i, k - 1]))
+            s_next = np.dot(a[i], lv[i, k]) / (np.linalg.norm(a[i]) * np.linalg.norm(lv[i, k]))
+            row_sum += max(0.0, s_next - s_k + m)
+        total += row_sum / n
+    return total / (k_minus_1 - 1)
+
+
+@pytest.mark.parametrize("n,levels_count,margins", [
+    (1, 2, (5e-3,)), (6, 2, (5e-3, 5e-2)), (6, 3, (5e-3, 5e-2)), (5, 4, (5e-3, 5e-2)),
+    (7, 5, (0.3,)), (4, 3, (0.0, 0.0)), (3, 4, (0.2, 0.1, 0.05, 0.9)),
+])
+def test_ht_matches_naive_loop(n, levels_count, margins):
+    from cselab.losses import hierarchical_triplet_loss
+
+    anchor = _randn(n * 10 + levels_count, n, 6)
+    levels = _randn(n * 10 + levels_count + 1, n, levels_count, 6)
+    got = hierarchical_triplet_loss(anchor, levels, margins)
+    assert got.dim() == 0 and got.dtype == torch.float64
+    assert got.item() == pytest.approx(_naive_ht(_np(anchor), _np(levels), margins), rel=1e-9, abs=1e-12)
+    # float32 inputs agree with the float64 reference to 1e-6
+    got32 = hierarchical_triplet_loss(anchor.float(), levels.float(), margins)
+    assert got32.item() == pytest.approx(_naive_ht(_np(anchor), _np(levels), margins), abs=1e-6)
+
+
+def test_ht_hand_computed_small_case():
+    from cselab.losses import hierarchical_triplet_loss
+
+    # row 0: anchor e1; levels with cosines 0.6, 0.8, 0.0 (the positive is *less* similar than the middle one)
+    # row 1: anchor (0, 2); levels with cosines 1.0, 0.8, 0.0 (the hierarchy holds by 0.2 and 0.8)
+    anchor = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    levels = torch.tensor([[[0.6, 0.8], [0.8, 0.6], [0.0, 1.0]],
+                           [[0.0, 3.0], [0.6, 0.8], [-1.0, 0.0]]], dtype=torch.float64)
+    # pair 1 (m = 0.1): row 0 ReLU(0.8 - 0.6 + 0.1) = 0.3, row 1 ReLU(0.8 - 1 + 0.1) = 0 -> mean 0.15
+    # pair 2 (m = 0.2): row 0 ReLU(0 - 0.8 + 0.2) = 0,   row 1 ReLU(0 - 0.8 + 0.2) = 0 -> mean 0
+    # L = (0.15 + 0) / 2
+    got = hierarchical_triplet_loss(anchor, levels, (0.1, 0.2))
+    assert got.item() == pytest.approx(0.075, abs=1e-12)
+    assert _naive_ht(anchor.numpy(), levels.numpy(), (0.1, 0.2)) == pytest.approx(0.075, abs=1e-12)
+    # one margin 0.7, reused for both pairs: pair 1 rows 0.9 and 0.5 -> mean 0.7; pair 2 rows
+    # ReLU(-0.1) = 0 twice -> 0; L = 0.7 / 2
+    assert hierarchical_triplet_loss(anchor, levels, (0.7,)).item() == pytest.approx(0.35, abs=1e-12)
+
+
+def test_ht_k4_closed_form_of_reference():
+    """reference §8.3, K = 4: L3 = 1/2 [ReLU(cos(s,s_m) - cos(s,s_p) + m1) + ReLU(cos(s,s_n) - cos(s,s_m) + m2)]."""
+    from cselab.losses import hierarchical_triplet_loss
+
+    def cos(u, v) -> float:
+        u, v = _np(u)[0], _np(v)[0]
+        return float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+    m1, m2 = 5e-3, 5e-2
+    for seed in range(5):
+        s, sp, sm, sn = (_randn(300 + 4 * seed + j, 1, 16) for j in range(4))
+        want = 0.5 * (max(0.0, cos(s, sm) - cos(s, sp) + m1) + max(0.0, cos(s, sn) - cos(s, sm) + m2))
+        got = hierarchical_triplet_loss(s, torch.stack([sp, sm, sn], dim=1), (m1, m2))
+        assert got.item() == pytest.approx(want, abs=1e-12)
+
+
+def test_ht_k3_is_a_single_triplet_term():
+    from cselab.losses import hierarchical_triplet_loss
+
+    anchor, levels = _randn(400, 5, 8), _randn(401, 5, 2, 8)
+    a, lv = _unit(_np(anchor)), _np(levels)
+    s1 = np.einsum("nd,nd->n", a, _unit(lv[:, 0]))
+    s2 = np.einsum("nd,nd->n", a, _unit(lv[:, 1]))
+    want = np.maximum(0.0, s2 - s1 + 0.1).mean()  # 1/(K-2) = 1; only margins[0] is used
+    assert hierarchical_triplet_loss(anchor, levels, (0.1, 99.0)).item() == pytest.approx(want, abs=1e-12)
+
+
+def test_ht_zero_when_hierarchy_holds_by_more_than_the_margins():
+    from cselab.losses import hierarchical_triplet_loss
+
+    # cosines 0.9 > 0.5 > -0.2: gaps 0.4 and 0.7 exceed the margins 0.3 and 0.6
+    angles = np.arccos([0.9, 0.5, -0.2])
+    levels = torch.tensor([[[math.cos(t), math.sin(t)] for t in angles]] * 3, dtype=torch.float64)
+    anchor = torch.tensor([[1.0, 0.0]] * 3, dtype=torch.float64)
+    assert hierarchical_triplet_loss(anchor, levels, (0.3, 0.6)).item() == 0.0
+    # a margin just above the gap makes the term active, by exactly the excess
+    assert hierarchical_triplet_loss(anchor, levels, (0.45, 0.6)).item() == pytest.approx(0.05 / 2, abs=1e-12)
+
+
+def test_ht_sgd_on_free_levels_restores_the_order():
+    from cselab.losses import hierarchical_triplet_loss
+
+    anchor = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    # inverted hierarchy: s_1 = cos 1.2 < s_2 = cos 0.8 < s_3 = cos 0.4
+    levels = torch.tensor([[[math.cos(t), math.sin(t), 0.1] for t in (1.2, 0.8, 0.4)]],
+                          dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([levels], lr=0.5)
+
+    def sims():
+        with torch.no_grad():
+            return [float(np.dot(_unit(anchor.numpy())[0], _unit(levels[0, k].numpy()[None])[0])) for k in range(3)]
+
+    before = sims()
+    loss0 = hierarchical_triplet_loss(anchor, levels, (5e-3, 5e-2))
+    loss0.backward()
+    opt.step()
+    opt.zero_grad()
+    after = sims()
+    loss1 = hierarchical_triplet_loss(anchor, levels, (5e-3, 5e-2))
+    assert loss1.item() < loss0.item()
+    assert after[0] > before[0] and after[2] < before[2]  # the top level rises, the bottom level falls
+    for _ in range(200):
+        loss = hierarchical_triplet_loss(anchor, levels, (5e-3, 5e-2))
+        if loss.item() == 0.0:
+            break
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    s = sims()
+    assert s[0] > s[1] + 5e-3 - 1e-9 and s[1] > s[2] + 5e-2 - 1e-9
+    assert hierarchical_triplet_loss(anchor, levels, (5e-3, 5e-2)).item() == 0.0
+
+
+def test_ht_gradcheck():
+    from cselab.losses import hierarchical_triplet_loss
+
+    anchor = _randn(500, 3, 4).requires_grad_()
+    levels = _randn(501, 3, 3, 4).requires_grad_()
+    # margins large enough that every hinge is active and away from its kink
+    assert torch.autograd.gradcheck(lambda a, lv: hierarchical_triplet_loss(a, lv, (3.0,)), (anchor, levels))
+
+
+@pytest.mark.parametrize("anchor_shape,levels_shape,margins,match", [
+    ((4, 8), (4, 1, 8), (0.1,), r"K >= 3"),
+    ((4, 8), (4, 8), (0.1,), r"3-D \(n, K-1, dim\)"),
+    ((4, 8, 1), (4, 2, 8), (0.1,), r"anchor must be 2-D"),
+    ((4, 8), (5, 2, 8), (0.1,), r"\(n, K-1, dim\)"),
+    ((4, 8), (4, 2, 7), (0.1,), r"\(n, K-1, dim\)"),
+    ((0, 8), (0, 2, 8), (0.1,), r"n >= 1"),
+    ((4, 8), (4, 2, 8), (), r"margins is empty"),
+    ((4, 8), (4, 2, 8), (0.1, -0.1), r"finite and >= 0"),
+    ((4, 8), (4, 2, 8), (float("nan"),), r"finite and >= 0"),
+])
+def test_ht_bad_inputs(anchor_shape, levels_shape, margins, match):
+    from cselab.losses import hierarchical_triplet_loss
+
+    with pytest.raises(ValueError, match=match):
+        hierarchical_triplet_loss(torch.zeros(anchor_shape), torch.ones(levels_shape), margins)

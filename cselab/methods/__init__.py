@@ -9,6 +9,7 @@ from __future__ import annotations
 from .declutr import DeCLUTR, MLMHead, load_mlm_head
 from .diffcse import DiffCSE, load_generator
 from .esimcse import ESimCSE
+from .ngcse import NGCSE
 from .simcse import SimCSE
 
 
@@ -42,4 +43,5 @@ def build_method(config, encoder):
     raise ValueError(f"Unknown method {config.method!r}.")
 
 
-__all__ = ["DeCLUTR", "DiffCSE", "MLMHead", "ESimCSE", "SimCSE", "build_method", "load_generator", "load_mlm_head"]
+__all__ = ["DeCLUTR", "DiffCSE", "ESimCSE", "MLMHead", "NGCSE", "SimCSE", "build_method", "load_generator",
+           "load_mlm_head"]

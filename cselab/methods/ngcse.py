@@ -1,0 +1,248 @@
+"""NGCSE (Li et al., AAAI-24, "Narrowing the Gap between Supervised and Unsupervised Sentence
+Representation Learning with Large Language Model"): InfoNCE + a hierarchical triplet loss over
+LLM-generated groups of graded similarity. Reference §8 (official ``ngcse/models.py``).
+
+Data (reference §8.1). Two kinds of rows share one batch:
+
+- *aigen* groups of K sentences ``[s, s_p, s_m, s_n]``, most similar first: NGCSE's keys
+  ``sentence, '5', '4', '3'`` are our columns ``sent0, level5, level4, level3`` (STS pattern,
+  K = 4); the NLI pattern is ``sent0, level5, level4`` = (premise, entailment, contradiction), K = 3.
+- *other* rows: only ``sent0``; the sentence is duplicated and dropout makes the two views
+  (unsupervised SimCSE). A row is *other* when all its level cells are empty (the trainer turns
+  missing cells into " ", i.e. only special tokens); a row with some levels empty is an error.
+
+Objective (reference §8.3, official ``_ng_forward`` with ``--use_native_loss --use_loss3``)::
+
+    anchors    a = [ O[:, 0] ; A[:, 0] ]           candidates c = [ O[:, 1] ; A[:, p] ]
+    L1 = CE( cos(a_i, c_j) / tau , target i )      (in-batch negatives shared by both kinds)
+    L3 = hierarchical_triplet_loss(A[:, 0], A[:, 1:], margins)        (aigen groups, K >= 3)
+    L  = L1 + beta * L3                            ((1 - beta2) L1 + beta L3 with beta2 = 0)
+
+where p = ``positive_index``, by default the official ``2 if K > 3 else 1``: for K = 4 the
+InfoNCE positive is the *intermediate* level ``'4'`` (reference §14 item 7), and the last level
+never enters the InfoNCE denominator while the HT loss is on. All views go through the encoder
+in **one** forward pass (aigen groups example-major, then the other pairs), as the official code.
+
+Pooling (reference §8.2). ``pooler_type="mask"`` is the official setting: each sentence is
+wrapped in PromptBERT's template ``[CLS] this sentence : " x " means [MASK] [SEP]``
+(:class:`cselab.encoders.PromptTemplate`, built from the tokenizer's own tokens, after the
+trainer's truncation) and the embedding is the last hidden state at ``[MASK]``; the second view of
+an *other* pair uses the official pair template ``this sentence of " x " means [MASK]``. The
+official data-domain runs used ``cls``; any of SimCSE's poolers works. The training head is a bare
+``nn.Linear(H, H)`` initialised N(0, 6e-3) (weight and bias, official ``custom_param_init``), over
+``[MASK]`` or ``[CLS]`` only (the official ``avg`` path has none), and dropped at evaluation: the
+evaluation encoder returns the raw ``[MASK]`` (:class:`cselab.encoders.PromptEncoder`) or
+``[CLS]`` (``cls_before_pooler``) vector.
+
+``freeze_embeddings=True`` (official, reference §8.2): the encoder's embedding layer (word,
+position, token-type embeddings and their LayerNorm) gets ``requires_grad=False``, so the trainer
+does not optimise it.
+
+Not reproduced (documented choices): the official collator caches *aigen* rows across loader
+batches until there are >= 48 (reference §8.1); here a batch holds whatever rows the trainer
+draws. The official code has no multi-GPU path; neither has this one (it raises under torchrun).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .. import distributed as dist_utils
+from ..encoders import PromptEncoder, PromptTemplate, SentenceEncoder, mask_pool
+from ..losses import hierarchical_triplet_loss, info_nce
+from .simcse import POOLER_TYPES, forward_and_pool
+
+LEVEL_COLUMNS = ("level5", "level4", "level3")  # NGCSE's keys '5', '4', '3' (STS pattern)
+NLI_LEVEL_COLUMNS = ("level5", "level4")  # NLI pattern: '5' entailment, '4' contradiction
+NGCSE_POOLER_TYPES = (*POOLER_TYPES, "mask")
+
+
+def ngcse_head(hidden_size: int, std: float = 6e-3) -> nn.Linear:
+    """NGCSE's training head: a bare Linear(H, H), weight and bias ~ N(0, std) (official ``custom_param_init``)."""
+    linear = nn.Linear(hidden_size, hidden_size)
+    nn.init.normal_(linear.weight, 0.0, std)
+    nn.init.normal_(linear.bias, 0.0, std)
+    return linear
+
+
+def default_positive_index(k: int) -> int:
+    """The official InfoNCE positive of a K-sentence group: ``2 if K > 3 else 1`` (reference §8.3)."""
+    return 2 if k > 3 else 1
+
+
+class NGCSE(nn.Module):
+    """NGCSE's training head and loss (reference §8; the official ``--use_native_loss --use_loss3`` run).
+
+    Args:
+        encoder: the encoder being trained (its tokenizer builds the prompt template; its
+            embedding layer is frozen when ``freeze_embeddings``).
+        levels: the graded columns after ``sent0``, most similar first (default
+            ``("level5", "level4", "level3")``, K = 4; ``NLI_LEVEL_COLUMNS`` for K = 3;
+            ``()`` for unsupervised rows only).
+        temperature: tau of InfoNCE (0.05).
+        margins: HT margins per adjacent pair of levels, the last one reused (Wiki.STS_HT
+            (5e-3, 5e-2); NLI.STS_HT (5e-3, 1e-1)).
+        beta: weight of the HT loss (1).
+        positive_index: which level of an aigen group is the InfoNCE positive, 1-based into the
+            group (1 = ``levels[0]``); default the official ``2 if K > 3 else 1``.
+        pooler_type: ``"mask"`` (official final runs) or one of SimCSE's poolers (default ``"cls"``).
+        freeze_embeddings: freeze the embedding layer (official: True).
+        pair_template: with ``mask`` pooling, wrap the second view of an *other* pair in the
+            official pair template (``of`` instead of ``:``); False uses the main template for both.
+        head_std: std of the Linear head's normal initialisation (6e-3).
+    """
+
+    def __init__(self, encoder: SentenceEncoder, levels: Sequence[str] = LEVEL_COLUMNS, temperature: float = 0.05,
+                 margins: Sequence[float] = (5e-3, 5e-2), beta: float = 1.0, positive_index: int | None = None,
+                 pooler_type: str = "cls", freeze_embeddings: bool = True, pair_template: bool = True,
+                 head_std: float = 6e-3) -> None:
+        super().__init__()
+        if pooler_type not in NGCSE_POOLER_TYPES:
+            raise ValueError(f"pooler_type={pooler_type!r}; choose one of {list(NGCSE_POOLER_TYPES)}.")
+        if isinstance(levels, str):
+            raise TypeError(f"levels must be a sequence of column names, not the string {levels!r}.")
+        levels = tuple(levels)
+        if len(set(levels)) != len(levels) or "sent0" in levels or not all(isinstance(c, str) and c for c in levels):
+            raise ValueError(f"levels={levels} must be distinct non-empty column names other than 'sent0'.")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be finite and >= 0, got {beta}.")
+        margins = tuple(float(m) for m in margins)
+        if not margins or not all(math.isfinite(m) and m >= 0 for m in margins):
+            raise ValueError(f"margins must be a non-empty sequence of finite values >= 0, got {margins}.")
+        if not head_std > 0:
+            raise ValueError(f"head_std must be > 0, got {head_std}.")
+        k = 1 + len(levels)
+        if positive_index is None:
+            positive_index = default_positive_index(k) if levels else None
+        elif not levels:
+            raise ValueError("positive_index needs graded levels; with levels=() every row is an unsupervised pair.")
+        elif not 1 <= positive_index <= k - 1:
+            raise ValueError(f"positive_index={positive_index} must be in 1..{k - 1} (K = {k}: 1 = {levels[0]!r}).")
+        self.levels = levels
+        self.k = k
+        self.positive_index = positive_index
+        self.temperature = temperature
+        self.margins = margins
+        self.beta = beta
+        self.pooler_type = pooler_type
+        hidden = encoder.model.config.hidden_size
+        self.head = ngcse_head(hidden, head_std) if pooler_type in ("cls", "mask") else None
+        self.template = self.pair_template = None
+        if pooler_type == "mask":
+            self.template = PromptTemplate(encoder.tokenizer)
+            self.pair_template = (PromptTemplate(encoder.tokenizer, PromptTemplate.PAIR_PREFIX) if pair_template
+                                  else self.template)
+        self._special_ids = frozenset(encoder.tokenizer.all_special_ids)
+        if freeze_embeddings:
+            freeze_embedding_layer(encoder)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Training-data columns: ``sent0`` and the graded levels."""
+        return ("sent0", *self.levels)
+
+    # ------------------------------------------------------------------ rows -> groups
+    def _is_empty(self, ids: Sequence[int]) -> bool:
+        return all(t in self._special_ids for t in ids)  # "" / None -> " " -> only [CLS] [SEP]
+
+    def split_rows(self, rows: dict[str, list[list[int]]]) -> tuple[list[int], list[int]]:
+        """Indices of the aigen rows (every level present) and of the other rows (no level present)."""
+        missing = [c for c in self.columns if c not in rows]
+        if missing:
+            raise ValueError(f"NGCSE needs columns {list(self.columns)}; the batch lacks {missing}.")
+        n = len(rows["sent0"])
+        if n == 0:
+            raise ValueError("NGCSE.loss got an empty batch.")
+        bad = [c for c in self.levels if len(rows[c]) != n]
+        if bad:
+            raise ValueError(f"columns {bad} do not have one entry per row ({n} rows).")
+        if not self.levels:  # unsupervised data only: every row is a dropout pair
+            return [], list(range(n))
+        aigen, other = [], []
+        for i in range(n):
+            empty = [c for c in self.levels if self._is_empty(rows[c][i])]
+            if not empty:
+                aigen.append(i)
+            elif len(empty) == len(self.levels):
+                other.append(i)
+            else:
+                present = [c for c in self.levels if c not in empty]
+                raise ValueError(f"row {i}: levels {empty} are empty but {present} are not; an NGCSE row has all "
+                                 f"{len(self.levels)} levels (an aigen group) or none (an unsupervised sentence).")
+        return aigen, other
+
+    # ------------------------------------------------------------------ embeddings
+    def embed(self, encoder: SentenceEncoder, ids: list[list[int]],
+              templates: list[PromptTemplate] | None = None) -> torch.Tensor:
+        """One forward pass over ``ids``; the training embedding (head over [MASK]/[CLS], or the pooler). (n, H)."""
+        if self.pooler_type != "mask":
+            return forward_and_pool(encoder.model, encoder.collate(ids), self.pooler_type, self.head)
+        wrapped = [t.apply(x) for t, x in zip(templates, ids)]
+        longest = max(len(x) for x in wrapped)
+        if longest > encoder.max_length:
+            raise ValueError(f"a sentence with its prompt template has {longest} tokens, more than the model's "
+                             f"{encoder.max_length}; lower max_length by {len(self.template)}.")
+        batch = encoder.collate(wrapped)
+        out = encoder.model(**batch, return_dict=True)
+        return self.head(mask_pool(out.last_hidden_state, batch["attention_mask"]))  # (n, H)
+
+    def parts(self, encoder: SentenceEncoder, rows: dict[str, list[list[int]]]) -> dict[str, torch.Tensor]:
+        """``{"infonce": L1, "ht": L3 (0 without aigen groups of K >= 3), "loss": L1 + beta * L3}``."""
+        if dist_utils.world_size() > 1:
+            raise NotImplementedError("NGCSE has no multi-process path (the official code raises under DDP too): "
+                                      "train it on one process.")
+        aigen, other = self.split_rows(rows)
+        sent0 = rows["sent0"]
+        seqs: list[list[int]] = []
+        templates: list[PromptTemplate] = []
+        for i in aigen:  # example-major, as the official (abs, K, L) -> (abs * K, L) reshape
+            seqs += [sent0[i]] + [rows[c][i] for c in self.levels]
+            templates += [self.template] * self.k
+        for i in other:
+            seqs += [sent0[i], sent0[i]]  # dropout positives
+            templates += [self.template, self.pair_template]
+        z = self.embed(encoder, seqs, templates if self.pooler_type == "mask" else None)  # one forward
+        n_a, dim = len(aigen) * self.k, z.shape[-1]
+        a_z = z[:n_a].reshape(len(aigen), self.k, dim)  # (abs, K, H)
+        o_z = z[n_a:].reshape(len(other), 2, dim)  # (obs, 2, H)
+        anchors = torch.cat([o_z[:, 0], a_z[:, 0]])  # (n, H): other rows first, as the official code
+        positives = [o_z[:, 1]] + ([a_z[:, self.positive_index]] if aigen else [])
+        l1 = info_nce(anchors, torch.cat(positives), temperature=self.temperature)
+        if aigen and self.k >= 3:
+            l3 = hierarchical_triplet_loss(a_z[:, 0], a_z[:, 1:], self.margins)
+        else:  # official: loss3 stays 0 for K = 2, and is absent without aigen rows
+            l3 = l1.new_zeros(())
+        return {"infonce": l1, "ht": l3, "loss": l1 + self.beta * l3}
+
+    def loss(self, encoder: SentenceEncoder, rows: dict[str, list[list[int]]]) -> torch.Tensor:
+        """The NGCSE loss of one batch, ``rows`` = column -> token ids of B rows."""
+        return self.parts(encoder, rows)["loss"]
+
+    def eval_encoder(self, encoder: SentenceEncoder) -> SentenceEncoder:
+        """Evaluation encoder sharing the weights: raw [MASK] (PromptEncoder), raw [CLS], or the pooler; no head."""
+        if self.pooler_type == "mask":
+            return PromptEncoder(encoder.model, encoder.tokenizer, self.template, name=encoder.name)
+        pooling = "cls_before_pooler" if self.pooler_type == "cls" else self.pooler_type
+        return SentenceEncoder(encoder.model, encoder.tokenizer, pooling, name=encoder.name)
+
+
+def freeze_embedding_layer(encoder: SentenceEncoder) -> list[str]:
+    """``requires_grad=False`` on the encoder's embedding layer (NGCSE ``custom_param_init``). Returns the names."""
+    embeddings = getattr(encoder.model, "embeddings", None)
+    if not isinstance(embeddings, nn.Module):
+        raise ValueError(f"{type(encoder.model).__name__} has no `.embeddings` module to freeze; "
+                         "pass freeze_embeddings=False.")
+    names = []
+    for name, param in embeddings.named_parameters():
+        param.requires_grad_(False)
+        names.append(f"embeddings.{name}")
+    return names
+
+
+__all__ = ["LEVEL_COLUMNS", "NGCSE", "NGCSE_POOLER_TYPES", "NLI_LEVEL_COLUMNS", "default_positive_index",
+           "freeze_embedding_layer", "ngcse_head"]
