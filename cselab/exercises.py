@@ -614,3 +614,115 @@ def check_condition_first_position(fn: Callable) -> None:
          "to it."),
         (last_position, "h goes to position 0 (where [CLS] sits), not to the last position."),
     ], tol=0)
+
+
+# ------------------------------------------------------------------ chapter 07
+def check_nt_xent(fn: Callable) -> None:
+    """Exercise 7.1: ``fn(anchors, positives, temperature)`` = DeCLUTR's symmetric NT-Xent, a scalar.
+
+    The 2N vectors ``[anchors; positives]`` are scored against each other by cosine / temperature,
+    a vector is never its own negative, and each of the 2N rows targets its partner (mean over rows).
+    """
+    cases = [_Case(f"N={n}, dim={d}, temperature={t}", (_embeddings(70 + i, n, d), _embeddings(80 + i, n, d), t))
+             for i, (n, d, t) in enumerate([(4, 8, 0.05), (2, 3, 0.5), (6, 16, 0.1), (3, 5, 1.0)])]
+
+    def reference(a, p, t):
+        return info_nce(a, p, temperature=t, symmetric=True)
+
+    def with_self(a, p, t):  # the diagonal left in the denominator
+        z = F.normalize(torch.cat([a, p]), dim=-1)
+        n = len(a)
+        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+        return F.cross_entropy(z @ z.T / t, targets)
+
+    def dot_products(a, p, t):
+        z = torch.cat([a, p])
+        n = len(a)
+        logits = (z @ z.T / t).masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+        return F.cross_entropy(logits, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+
+    _check("Exercise 7.1", fn, reference, cases, [
+        (lambda a, p, t: info_nce(a, p, temperature=t), "that is SimCSE's one-directional loss (N rows, N - 1 "
+         "negatives). NT-Xent scores all 2N vectors [anchors; positives] against each other: 2N rows, 2N - 2 "
+         "negatives each."),
+        (with_self, "exclude each vector's similarity with itself (set the diagonal of the 2N x 2N logits to -inf): "
+         "cos(z, z) = 1 is the largest logit of every row and is not a negative."),
+        (dot_products, "use cosine similarity: normalise the embeddings (F.normalize) before the dot products."),
+        (lambda a, p, t: reference(a, p, 1.0), "divide the cosines by the temperature."),
+    ])
+
+
+def check_positive_start_range(fn: Callable) -> None:
+    """Exercise 7.2: ``fn(anchor_start, anchor_end, positive_length, num_tokens)`` = ``(low, high)``,
+    the smallest and largest start of a positive in DeCLUTR's default sampler (both inclusive)."""
+    cases = [_Case(f"anchor [{s}, {e}), positive length {p}, {n} tokens", (s, e, p, n))
+             for s, e, p, n in [(100, 300, 50, 2048), (0, 200, 40, 2048), (10, 200, 40, 2048),
+                                (1900, 2048, 64, 2048), (1000, 1400, 500, 2048), (30, 60, 30, 64)]]
+
+    def reference(s, e, p, n):
+        return (max(0, s - p), min(e, n - p))
+
+    _check("Exercise 7.2", fn, reference, cases, [
+        (lambda s, e, p, n: (s - p, min(e, n - p)), "a positive cannot start before token 0: clamp the lowest "
+         "start with max(0, ...)."),
+        (lambda s, e, p, n: (max(0, s - p), e), "a positive must end inside the document: the highest start is "
+         "also at most num_tokens - positive_length."),
+        (lambda s, e, p, n: (max(0, s - p), min(e - p, n - p)), "the highest start is the anchor's END (the "
+         "positive may then be adjacent, right after the anchor), not end - length (always overlapping)."),
+        (lambda s, e, p, n: (s, min(e, n - p)), "the lowest start is anchor_start - positive_length: the positive "
+         "may end exactly where the anchor starts (adjacent before it)."),
+    ], tol=0)
+
+
+SPAN_RELATIONS = ("inside", "contains", "overlaps", "adjacent", "apart")
+
+
+def _span_relation(anchor: tuple[int, int], positive: tuple[int, int]) -> str:
+    (a0, a1), (p0, p1) = anchor, positive
+    if a0 <= p0 and p1 <= a1:
+        return "inside"
+    if p0 <= a0 and a1 <= p1:
+        return "contains"
+    if p0 < a1 and a0 < p1:
+        return "overlaps"
+    if p1 == a0 or p0 == a1:
+        return "adjacent"
+    return "apart"
+
+
+def check_span_relation(fn: Callable) -> None:
+    """Exercise 7.3: ``fn(anchor, positive)`` for half-open spans ``(start, end)`` returns one of
+    ``inside`` (positive within the anchor, equal included), ``contains`` (positive covers the
+    anchor and more), ``overlaps``, ``adjacent`` (they touch) or ``apart``."""
+    cases = [((10, 20), (12, 18)), ((10, 20), (10, 20)), ((10, 20), (5, 25)), ((10, 20), (15, 30)),
+             ((10, 20), (0, 12)), ((10, 20), (20, 30)), ((10, 20), (2, 10)), ((10, 20), (25, 30)),
+             ((10, 20), (0, 5)), ((10, 20), (10, 25)), ((10, 20), (19, 20)), ((10, 20), (0, 20))]
+    mistakes = [
+        (lambda a, p: "overlaps" if (p[0] <= a[1] and a[0] <= p[1]) and _span_relation(a, p) == "adjacent"
+         else _span_relation(a, p), "spans are half-open [start, end): (10, 20) and (20, 30) share no token, "
+         "they are adjacent. Use strict comparisons (p_start < a_end and a_start < p_end) for an overlap."),
+        (lambda a, p: "overlaps" if _span_relation(a, p) in ("inside", "contains") else _span_relation(a, p),
+         "test containment before overlap: a positive inside the anchor also overlaps it, but 'inside' is the "
+         "more precise answer."),
+        (lambda a, p: "apart" if _span_relation(a, p) == "adjacent" else _span_relation(a, p),
+         "spans that touch (one ends where the other starts) are 'adjacent', not 'apart'."),
+    ]
+    for anchor, positive in cases:
+        try:
+            got = fn(anchor, positive)
+        except NotImplementedError:
+            raise AssertionError("Exercise 7.3: not implemented yet -- replace the `raise NotImplementedError` "
+                                 "line.") from None
+        if got is None:
+            raise AssertionError(f"Exercise 7.3: your function returned None on anchor {anchor}, positive "
+                                 f"{positive}; did you forget `return`?")
+        want = _span_relation(anchor, positive)
+        if got not in SPAN_RELATIONS:
+            raise AssertionError(f"Exercise 7.3: on anchor {anchor}, positive {positive} you return {got!r}; "
+                                 f"the answer must be one of {SPAN_RELATIONS}.")
+        if got != want:
+            hints = [m for wrong, m in mistakes if wrong(anchor, positive) == got]
+            hint = f"\nHint: {hints[0]}" if hints else ""
+            raise AssertionError(f"Exercise 7.3: on anchor {anchor}, positive {positive} you return {got!r}, "
+                                 f"expected {want!r}.{hint}")
+    print(f"Exercise 7.3: correct on {len(cases)} test inputs.")

@@ -796,3 +796,104 @@ def test_chapter06_not_implemented_and_none(check_name):
     assert str(err.value).startswith(CHAPTER06[check_name])
     with pytest.raises(AssertionError, match="did you forget `return`"):
         getattr(ex, check_name)(_return_none)
+
+
+# ---- chapter 07 (independent references)
+def _ref_nt_xent(a, p, t):
+    """Loops over the 2N rows: -log(e^{pos} / sum over the 2N - 1 other vectors)."""
+    z = [v / v.norm() for v in torch.cat([a, p])]
+    n = len(a)
+    total = 0.0
+    for i in range(2 * n):
+        partner = i + n if i < n else i - n
+        logits = [float(z[i] @ z[j]) / t for j in range(2 * n) if j != i]
+        pos = float(z[i] @ z[partner]) / t
+        total += -(pos - math.log(sum(math.exp(x) for x in logits)))
+    return total / (2 * n)
+
+
+def _ref_start_range(s, e, p, n):
+    starts = [x for x in range(0, n - p + 1) if x + p >= s and x <= e]  # touches or overlaps the anchor
+    return (min(starts), max(starts))
+
+
+def _ref_relation(anchor, positive):
+    a, p = set(range(*anchor)), set(range(*positive))
+    if p <= a:
+        return "inside"
+    if a < p:
+        return "contains"
+    if a & p:
+        return "overlaps"
+    return "adjacent" if positive[1] == anchor[0] or positive[0] == anchor[1] else "apart"
+
+
+CHAPTER07 = {"check_nt_xent": ("Exercise 7.1", _ref_nt_xent), "check_positive_start_range":
+             ("Exercise 7.2", _ref_start_range), "check_span_relation": ("Exercise 7.3", _ref_relation)}
+
+
+@pytest.mark.parametrize("check_name", list(CHAPTER07))
+def test_chapter07_reference_passes_and_stubs_fail(check_name, capsys):
+    name, ref = CHAPTER07[check_name]
+    getattr(ex, check_name)(ref)
+    assert capsys.readouterr().out.startswith(f"{name}: correct on")
+    with pytest.raises(AssertionError, match="not implemented yet") as err:
+        getattr(ex, check_name)(_raise_not_implemented)
+    assert str(err.value).startswith(name)
+    with pytest.raises(AssertionError, match="did you forget `return`"):
+        getattr(ex, check_name)(_return_none)
+
+
+def _simcse_direction(a, p, t):
+    a, p = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(p, dim=-1)
+    return torch.nn.functional.cross_entropy(a @ p.T / t, torch.arange(len(a)))
+
+
+def _nt_xent_with_self(a, p, t):
+    z = torch.nn.functional.normalize(torch.cat([a, p]), dim=-1)
+    n = len(a)
+    return torch.nn.functional.cross_entropy(z @ z.T / t, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (_simcse_direction, "one-directional"),
+    (_nt_xent_with_self, "similarity with itself"),
+    (lambda a, p, t: _ref_nt_xent(a * torch.arange(1, a.shape[1] + 1), p, t), None),  # unknown mistake
+])
+def test_nt_xent_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 7.1") as err:
+        ex.check_nt_xent(fn)
+    assert (phrase in str(err.value)) if phrase else ("Hint" not in str(err.value))
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda s, e, p, n: (s - p, min(e, n - p)), "before token 0"),
+    (lambda s, e, p, n: (max(0, s - p), e), "num_tokens - positive_length"),
+    (lambda s, e, p, n: (max(0, s - p), min(e - p, n - p)), "anchor's END"),
+])
+def test_positive_start_range_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 7.2") as err:
+        ex.check_positive_start_range(fn)
+    assert phrase in str(err.value)
+
+
+def _closed_interval_relation(anchor, positive):
+    (a0, a1), (p0, p1) = anchor, positive
+    if a0 <= p0 and p1 <= a1:
+        return "inside"
+    if p0 <= a0 and a1 <= p1:
+        return "contains"
+    return "overlaps" if p0 <= a1 and a0 <= p1 else "apart"
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (_closed_interval_relation, "half-open"),
+    (lambda a, p: "overlaps" if _ref_relation(a, p) in ("inside", "contains") else _ref_relation(a, p),
+     "test containment before overlap"),
+    (lambda a, p: "apart" if _ref_relation(a, p) == "adjacent" else _ref_relation(a, p), "not 'apart'"),
+    (lambda a, p: "near", "must be one of"),
+])
+def test_span_relation_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 7.3") as err:
+        ex.check_span_relation(fn)
+    assert phrase in str(err.value)
