@@ -1013,3 +1013,20 @@ def test_shared_wikitext_documents_match_the_registry_layout():
     assert len(docs) == 60  # the shared README's count
     assert sum(len(d["text"].split()) for d in docs) == 229_902
     assert all("@-@" not in d["text"] for d in docs)
+
+
+def test_toy_documents_are_regenerated_byte_for_byte(tmp_path, tiny_encoder):
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_data", repo / "data" / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_data)
+    make_data.HERE = tmp_path
+    make_data.make_docs()
+    shipped = repo / "data" / "toy_docs.jsonl"
+    assert (tmp_path / "toy_docs.jsonl").read_bytes() == shipped.read_bytes()
+    docs = D.read_documents(shipped)  # the counts data/README.md states
+    lengths = [len(tiny_encoder.tokenizer.tokenize(d["text"])) for d in docs]
+    assert len(docs) == 96 and (min(lengths), max(lengths), sum(lengths)) == (111, 436, 26_663)
+    assert docs[0]["title"] == "Story 1: a man" and all(2 <= len(d["text"].split("\n")) for d in docs)
