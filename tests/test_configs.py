@@ -238,3 +238,37 @@ def test_config_from_dict_validates_values():
     data["temperature"] = 0.0
     with pytest.raises(ValueError, match="temperature"):
         config_from_dict(data)
+
+
+# DeCLUTR training_config/declutr.jsonnet (reference §7.3), written out here: 4 documents per step,
+# 1 epoch, lr 5e-5, AdamW eps 1e-6, weight decay 0.1, slanted triangular, tau 0.05, spans 32-512,
+# 2 anchors x 2 positives, MLM 15 % with weight 1, mean pooling, inputs of 512 tokens.
+DECLUTR = dict(method="declutr", train_file="openwebtext", batch_size=4, epochs=1, learning_rate=5e-5,
+               adam_epsilon=1e-6, weight_decay=0.1, lr_schedule="slanted_triangular", temperature=0.05,
+               min_span_length=32, max_span_length=512, num_anchors=2, num_positives=2, masking_ratio=0.15,
+               mlm_weight=1.0, pooler_type="avg", max_length=512, scale_spans=False, span_sampling=None,
+               grad_clip=1.0, scale_fix=False)
+
+
+@pytest.mark.parametrize("name,model", [("declutr-small", "distilroberta-base"), ("declutr-base", "roberta-base")])
+def test_declutr_presets_have_the_official_hyperparameters(name, model):
+    config = PRESETS[name]
+    for key, value in {**DECLUTR, "model": model}.items():
+        assert getattr(config, key) == value, f"{name}: {key}={getattr(config, key)!r}, official: {value!r}"
+    assert config.eval_pooling == "avg"
+
+
+def test_declutr_ci_and_laptop_are_offline_variants():
+    ci, laptop = PRESETS["declutr-ci"], PRESETS["declutr-laptop"]
+    assert ci.model == "cselab/tiny" and Path(ci.train_file).name == "toy_docs.jsonl" and ci.device == "cpu"
+    assert Path(ci.train_file).resolve().parent == (REPO / "data").resolve()
+    assert ci.scale_spans and laptop.scale_spans and laptop.train_file == "wikitext-docs"
+    assert (ci.weight_decay, ci.adam_epsilon, ci.lr_schedule) == (0.1, 1e-6, "slanted_triangular")
+
+
+@pytest.mark.parametrize("key,text", [("weight_decay", "-0.1"), ("adam_epsilon", "0"), ("lr_schedule", "cosine"),
+                                      ("num_anchors", "0"), ("max_span_length", "0"), ("span_sampling", "random"),
+                                      ("mlm_weight", "-1"), ("min_span_length", "600")])
+def test_bad_declutr_values_are_rejected_naming_the_key(key, text):
+    with pytest.raises(ValueError, match=key):
+        resolve_config("declutr-base", {key: text})
