@@ -2,6 +2,8 @@
 #   make course   set up .venv and execute every chapter notebook into build/notebooks/
 #   make test     set up .venv with dev extras, run unit tests and execute notebooks in the `ci` profile
 #   make student  write student copies of the chapters (exercise solutions stubbed) into build/student/
+#   make solutions  write instructor copies (solutions kept, markers removed) into build/solutions/
+#   make slides   write one reveal.js deck per chapter into build/slides/ (REVEAL_PREFIX=... for a local reveal.js)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -10,7 +12,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := build/constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: course student test bench clean setup setup-dev
+.PHONY: course student solutions slides test bench clean setup setup-dev
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,14 @@ course: $(VENV)/.cselab-base
 
 student: $(VENV)/.cselab-base
 	$(PY) -m cselab.course student build/student
+
+solutions: $(VENV)/.cselab-base
+	$(PY) -m cselab.course solutions build/solutions
+
+# A deck loads require.js and reveal.js 4 from CDNs when opened. To present offline, copy them next to the
+# decks and run e.g. `make slides REVEAL_PREFIX=reveal.js REQUIRE_JS=require.min.js`.
+slides: $(VENV)/.cselab-base
+	$(PY) -m cselab.course slides build/slides $(if $(REVEAL_PREFIX),--reveal-prefix $(REVEAL_PREFIX)) $(if $(REQUIRE_JS),--require-js-url $(REQUIRE_JS))
 
 test: $(VENV)/.cselab-dev
 	CSELAB_PROFILE=ci $(PY) -m pytest $(PYTEST_ARGS)

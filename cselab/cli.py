@@ -1,10 +1,12 @@
-"""The ``cselab`` command: ``cselab train``, ``cselab eval MODEL``, ``cselab download NAME`` and ``cselab generate``."""
+"""The ``cselab`` command: ``cselab train``, ``cselab eval MODEL``, ``cselab download NAME``, ``cselab generate``
+and ``cselab course run|student|solutions|slides|mark-slides`` (the same as ``python -m cselab.course``)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
+from . import course
 from . import data as D
 from .encoders import POOLERS
 
@@ -70,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--chat-template", default=None, metavar="FILE",
                     help="Jinja chat template for a transformers model whose tokenizer has none")
     ge.add_argument("--device", default=None, help="cpu or cuda (transformers; default: cuda when available)")
+
+    co = sub.add_parser("course", help="the notebooks: run them, student/solutions copies, slides",
+                        description=course.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    course.add_commands(co.add_subparsers(dest="course_command", required=True))
     return parser
 
 
@@ -80,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return _train(parser, args)
     if args.command == "generate":
         return _generate(parser, args)
+    if args.command == "course":
+        return course.run_command(parser, args)
     if args.command == "download":
         path = D.download(args.name, args.dest, force=args.force)
         print(f"{args.name}: {path}")

@@ -41,3 +41,30 @@ def test_course_runner_rejects_unknown_chapter(tmp_path, capsys):
     with pytest.raises(SystemExit):
         course.main(["run", str(tmp_path), "--only", "99"])
     assert "no chapter matches" in capsys.readouterr().err
+
+
+def test_course_subcommand_and_the_others_parse():
+    parser = cli.build_parser()
+    for argv in (["course", "student", "out"], ["course", "solutions", "out"], ["course", "slides", "out"],
+                 ["course", "run", "out", "--profile", "ci", "--only", "01"], ["course", "mark-slides"]):
+        args = parser.parse_args(argv)
+        assert args.command == "course" and args.course_command == argv[1]
+    # the existing subcommands are unchanged
+    assert parser.parse_args(["eval", "cselab/tiny"]).command == "eval"
+    assert parser.parse_args(["download", "senteval"]).command == "download"
+    assert parser.parse_args(["train", "--preset", "unsup-simcse-ci", "--dry-run"]).dry_run
+
+
+def test_cselab_course_needs_a_subcommand_and_checks_chapters(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["course"])
+    assert exc.value.code == 2 and "student" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["course", "run", str(tmp_path), "--only", "99"])
+    assert "no chapter matches" in capsys.readouterr().err
+
+
+def test_cselab_course_solutions_writes_every_chapter(tmp_path, capsys):
+    assert cli.main(["course", "solutions", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in course.chapters()]
+    assert capsys.readouterr().out.count("wrote ") == len(course.chapters())

@@ -897,3 +897,54 @@ def test_span_relation_wrong_variants(fn, phrase):
     with pytest.raises(AssertionError, match="Exercise 7.3") as err:
         ex.check_span_relation(fn)
     assert phrase in str(err.value)
+
+
+# ---- wrong variants added in the audit of every check (each check: reference passes, >= 2 hinted mistakes)
+def _sup_logits_dot(a, p, n, t, w):
+    """Eq. 8 on raw dot products, with loops: the rows are not normalised."""
+    b = len(a)
+    out = torch.zeros(b, 2 * b, dtype=torch.float64)
+    for i in range(b):
+        for j in range(b):
+            out[i, j] = float(torch.dot(a[i], p[j])) / t
+            out[i, b + j] = float(torch.dot(a[i], n[j])) / t + (w if i == j else 0.0)
+    return out
+
+
+def test_sup_logits_unnormalised_gets_the_cosine_hint():
+    with pytest.raises(AssertionError, match="Exercise 4.1") as err:
+        ex.check_sup_logits(_sup_logits_dot)
+    assert "Hint:" in str(err.value) and "normalise z1, z2, z3 first" in str(err.value), str(err.value)
+
+
+def test_count_false_negatives_rows_instead_of_pairs():
+    with pytest.raises(AssertionError, match="Exercise 4.2") as err:
+        ex.check_count_false_negatives(lambda b: len([x for x in b if b.count(x) > 1]))
+    assert "Hint:" in str(err.value) and "counts rows with a repeated premise" in str(err.value), str(err.value)
+
+
+def _nt_xent_dot(a, p, t):
+    z = list(torch.cat([a, p]))  # not normalised
+    n = len(a)
+    total = 0.0
+    for i in range(2 * n):
+        partner = i + n if i < n else i - n
+        logits = [float(z[i] @ z[j]) / t for j in range(2 * n) if j != i]
+        total += math.log(sum(math.exp(x) for x in logits)) - float(z[i] @ z[partner]) / t
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (_nt_xent_dot, "use cosine similarity"),
+    (lambda a, p, t: _ref_nt_xent(a, p, 1.0), "divide the cosines by the temperature"),
+], ids=["dot-product", "no-temperature"])
+def test_nt_xent_more_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 7.1") as err:
+        ex.check_nt_xent(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+def test_positive_start_range_lowest_start_at_the_anchor():
+    with pytest.raises(AssertionError, match="Exercise 7.2") as err:
+        ex.check_positive_start_range(lambda s, e, p, n: (s, min(e, n - p)))
+    assert "Hint:" in str(err.value) and "anchor_start - positive_length" in str(err.value), str(err.value)

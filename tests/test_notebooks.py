@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cselab.course import chapters, run_notebook
+from cselab.course import chapters, exercise_labels, read_notebook, run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = chapters(REPO / "notebooks")
@@ -69,6 +69,11 @@ def test_exercises_have_solutions_and_checks(path):
         assert "cselab.exercises.check_" in follow or re.search(r"\bcheck_\w+\(", follow), (
             f"{path.name}: the cell after a solution must call a cselab.exercises check"
         )
+    # each solution has its own "### Exercise N.M" heading above it, numbered N.1, N.2, ... in chapter N
+    labels = list(exercise_labels(read_notebook(path), path.name).values())  # ValueError names a missing one
+    chapter = int(path.name[:2])
+    assert labels == [f"Exercise {chapter}.{k}" for k in range(1, len(labels) + 1)], f"{path.name}: {labels}"
+    assert len(labels) == len(solutions)
 
 
 @pytest.mark.slow

@@ -162,7 +162,7 @@ def test_constraints_exclude_torch_and_keep_every_other_pin(tmp_path):
 
 def test_makefile_targets():
     text = _makefile()
-    for target in ("course:", "student:", "test:", "bench:", "clean:"):
+    for target in ("course:", "student:", "solutions:", "slides:", "test:", "bench:", "clean:"):
         assert re.search(rf"^{target}", text, flags=re.M), target
     assert "CSELAB_PROFILE=ci $(PY) -m pytest" in text
     assert "tests/benchmarks/bench_encode.py" in text
