@@ -948,3 +948,51 @@ def test_positive_start_range_lowest_start_at_the_anchor():
     with pytest.raises(AssertionError, match="Exercise 7.2") as err:
         ex.check_positive_start_range(lambda s, e, p, n: (s, min(e, n - p)))
     assert "Hint:" in str(err.value) and "anchor_start - positive_length" in str(err.value), str(err.value)
+
+
+# ---- chapter 09 (independent references)
+def _ref_mean_std(v):
+    v = [float(x) for x in v]
+    m = sum(v) / len(v)
+    return (m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)))
+
+
+def _ref_f1_at(s, y, t):
+    tp = sum(1 for a, b in zip(s, y) if a > t and b == 1)
+    fp = sum(1 for a, b in zip(s, y) if a > t and b == 0)
+    fn = sum(1 for a, b in zip(s, y) if a <= t and b == 1)
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def _ref_paired(a, b):
+    return _ref_mean_std([x - y for x, y in zip(a, b)])
+
+
+CHAPTER09 = {"check_mean_std": ("Exercise 9.1", _ref_mean_std), "check_f1_at": ("Exercise 9.2", _ref_f1_at),
+             "check_paired_difference": ("Exercise 9.3", _ref_paired)}
+
+
+@pytest.mark.parametrize("check_name", list(CHAPTER09))
+def test_chapter09_reference_passes_and_stubs_fail(check_name, capsys):
+    name, ref = CHAPTER09[check_name]
+    getattr(ex, check_name)(ref)
+    assert capsys.readouterr().out.startswith(f"{name}: correct on")
+    with pytest.raises(AssertionError, match="not implemented yet"):
+        getattr(ex, check_name)(_raise_not_implemented)
+    with pytest.raises(AssertionError, match="did you forget `return`"):
+        getattr(ex, check_name)(_return_none)
+
+
+@pytest.mark.parametrize("check_name, fn, phrase", [
+    ("check_mean_std", lambda v: (np.mean(v), np.std(v)), "SAMPLE standard deviation"),
+    ("check_mean_std", lambda v: (np.mean(v), np.var(v, ddof=1)), "not the variance"),
+    ("check_f1_at", lambda s, y, t: _ref_f1_at([x + 1e-9 if x == t else x for x in s], y, t), "strictly greater"),
+    ("check_f1_at", lambda s, y, t: float(np.mean((np.asarray(s) > t) == (np.asarray(y) == 1))), "accuracy"),
+    ("check_paired_difference", lambda a, b: (np.mean(a) - np.mean(b),
+                                              math.sqrt(np.var(a, ddof=1) + np.var(b, ddof=1))), "pair the seeds"),
+    ("check_paired_difference", lambda a, b: _ref_paired(b, a), "a - b, not b - a"),
+])
+def test_chapter09_wrong_variants(check_name, fn, phrase):
+    with pytest.raises(AssertionError) as err:
+        getattr(ex, check_name)(fn)
+    assert phrase in str(err.value), str(err.value)
