@@ -551,6 +551,33 @@ def rfd(encoders, train_pairs, eval_pairs, *, train_sentences=None, eval_sentenc
             "n_checkpoints": len(terms), "checkpoints": terms}
 
 
+def rfd_training_data(rows, positive: str | None = None) -> dict[str, list]:
+    """RFD's training side from graded-group rows (:func:`cselab.data.read_graded_groups`), as official ``tools.py``.
+
+    Pairs (anchor, positive): an *other* row is its sentence twice (dropout, unsupervised data); a
+    generated group pairs ``sent0`` with ``positive`` (default ``level5``: ``'5'`` for NLI/STS data;
+    pass ``"level4"`` for STS_HT, whose InfoNCE positive is ``'4'``). Uniformity sentences: the
+    anchors when every row is *other*, else every anchor followed by its levels (hybrid and
+    supervised data). Returns ``{"train_pairs", "train_sentences"}``, keyword arguments of
+    :func:`rfd` and :func:`rfd_tracker`::
+
+        rfd(encoder, eval_pairs=read_stsb("dev"), **rfd_training_data(read_graded_groups("nli.csv")))
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("rfd_training_data needs at least one row.")
+    positive = positive or "level5"
+    levels = D.graded_levels(rows)
+    pairs, sentences = [], []
+    for i, row in enumerate(rows):
+        filled = [row[c] for c in levels if row.get(c) is not None]
+        if filled and row.get(positive) is None:
+            raise ValueError(f"row {i}: the positive column {positive!r} is empty (the row fills {levels}).")
+        pairs.append((row["sent0"], row[positive] if filled else row["sent0"]))
+        sentences += [row["sent0"], *filled]
+    return {"train_pairs": pairs, "train_sentences": sentences}
+
+
 def rfd_tracker(train_pairs, eval_pairs, **kwargs):
     """An ``extra_metrics`` callable for :func:`cselab.train.train` that logs RFD's terms at every evaluation.
 

@@ -13,8 +13,10 @@
   gathered with gradient (:mod:`cselab.distributed`) and gradients averaged, as DDP does.
 
 A method supplies ``columns``, ``loss(encoder, rows)`` and ``eval_encoder(encoder)``
-(:mod:`cselab.methods`), and optionally ``prepare_dataset(dataset, tokenizer)`` (run once
-after tokenisation) and ``on_epoch_start(epoch)``; nothing here is specific to one method.
+(:mod:`cselab.methods`), and optionally ``read_training_file(path)`` (its own reader: a list
+of rows, column -> text), ``tokenize_kwargs``, ``keep_columns``, ``prepare_dataset(dataset,
+tokenizer)`` (run once after tokenisation) and ``on_epoch_start(epoch)``; nothing here is
+specific to one method.
 A method's state (a momentum encoder, a queue) lives in its parameters and buffers, so
 checkpoints carry it; parameters with ``requires_grad=False`` are not optimised.
 """
@@ -79,20 +81,29 @@ def resolve_train_file(train_file: str, data_dir=None, download: bool = True) ->
 
 
 def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...], data_dir=None,
-                       tokenize_kwargs: dict | None = None, keep_columns: tuple[str, ...] = ()):
+                       tokenize_kwargs: dict | None = None, keep_columns: tuple[str, ...] = (),
+                       reader: Callable[[Path], list[dict]] | None = None):
     """Tokenise the training file once with ``datasets`` (cached ``map``); returns a Dataset.
 
     ``.txt``: one sentence per line (column ``sent0``); ``.csv``: ``sent0,sent1[,hard_neg]``;
     ``.tsv``: tab-separated with a ``sentence`` column (the course's toy corpus); ``.jsonl``:
-    documents ``{"title", "text"}`` (DeCLUTR). Each needed column becomes a column of token-id
-    lists, by default truncated to ``max_length``; a method's ``tokenize_kwargs`` replace that
-    (DeCLUTR tokenises whole documents). ``keep_columns`` stay as they are (e.g. titles).
+    documents ``{"title", "text"}`` (DeCLUTR), or NGCSE's graded groups when the rows have
+    ``sentence`` instead of ``text`` (:func:`cselab.data.read_graded_groups`: columns ``sent0``,
+    ``level5``, ``level4``, ``level3``, ``split``). A method's ``reader`` (``read_training_file``)
+    replaces these rules: it returns the validated rows, column -> text (None = empty). Each
+    needed column becomes a column of token-id lists, by default truncated to ``max_length``; a
+    method's ``tokenize_kwargs`` replace that (DeCLUTR tokenises whole documents). ``keep_columns``
+    stay as they are (e.g. titles).
     """
     import datasets
 
     path = resolve_train_file(config.train_file, data_dir)
     suffix = path.suffix.lower()
-    if suffix == ".txt":
+    if reader is not None:  # checked rows, errors name file:line; kept in memory (no datasets cache)
+        ds = datasets.Dataset.from_list(reader(path))
+    elif suffix == ".jsonl" and D.is_graded_jsonl(path):
+        ds = datasets.Dataset.from_list(D.read_graded_groups(path))
+    elif suffix == ".txt":
         ds = datasets.load_dataset("text", data_files=str(path), split="train").rename_column("text", "sent0")
     elif suffix in (".csv", ".tsv"):
         tsv = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3 = csv.QUOTE_NONE: quotes are text
@@ -273,8 +284,9 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     method = (method if method is not None else build_method(config, encoder)).to(device)
     modules = _Trainable(encoder, method)
     dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir,
-                                 getattr(method, "tokenize_kwargs", None), getattr(method, "keep_columns", ()))
-    if hasattr(method, "prepare_dataset"):  # e.g. ESimCSE's word repetition, done once like its official code
+                                 getattr(method, "tokenize_kwargs", None), getattr(method, "keep_columns", ()),
+                                 getattr(method, "read_training_file", None))
+    if hasattr(method, "prepare_dataset"):  # ESimCSE's word repetition (once, as official), NGCSE's levels
         dataset = method.prepare_dataset(dataset, encoder.tokenizer)
     pairs = evaluation_pairs(config, data_dir)
     if rank == 0:  # only once model and data loaded: a failed start must not claim the folder

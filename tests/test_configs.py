@@ -272,3 +272,132 @@ def test_declutr_ci_and_laptop_are_offline_variants():
 def test_bad_declutr_values_are_rejected_naming_the_key(key, text):
     with pytest.raises(ValueError, match=key):
         resolve_config("declutr-base", {key: text})
+
+
+# ----------------------------------------------------------------------------- NGCSE
+# Written out from reference/methods.md §8.4 (scripts/train_{bert,roberta}_{wiki,nli}_sts.sh, appendix
+# Table 6): lr 1e-5, batch 256, tau 0.05, beta 1, --pooler_type mask, max_len 32, eval/save/log every 125
+# steps, no fp16; Wiki.STS_HT 1 epoch, margins (5e-3, 5e-2); NLI.STS_HT 3 epochs, margins (5e-3, 1e-1);
+# §8.2: embeddings frozen; §8.3: the InfoNCE positive is the official default (index 2 when K > 3).
+NGCSE_COMMON = dict(method="ngcse", learning_rate=1e-5, batch_size=256, temperature=0.05, beta=1.0,
+                    pooler_type="mask", max_length=32, eval_steps=125, save_steps=125, log_steps=125,
+                    precision="fp32", freeze_embeddings=True, pair_template=True, positive_index=None,
+                    eval_data="stsb-dev", seed=42, dropout=0.1, grad_clip=1.0, max_steps=None,
+                    max_train_samples=None, weight_decay=0.0, lr_schedule="linear")
+NGCSE_PAPER = {
+    "ngcse-wiki-sts-ht-bert-base": dict(model="bert-base-uncased", train_file="ngcse-wiki-sts", epochs=1,
+                                        margins=(0.005, 0.05)),
+    "ngcse-wiki-sts-ht-roberta-base": dict(model="roberta-base", train_file="ngcse-wiki-sts", epochs=1,
+                                           margins=(0.005, 0.05)),
+    "ngcse-nli-sts-ht-bert-base": dict(model="bert-base-uncased", train_file="ngcse-nli-sts", epochs=3,
+                                       margins=(0.005, 0.1)),
+    "ngcse-nli-sts-ht-roberta-base": dict(model="roberta-base", train_file="ngcse-nli-sts", epochs=3,
+                                          margins=(0.005, 0.1)),
+}
+NGCSE_HUB = "https://huggingface.co/datasets/H34lthy/NGCSE_hybrid_dataset/resolve/main/"  # reference §8.7
+
+
+@pytest.mark.parametrize("name", sorted(NGCSE_PAPER))
+def test_ngcse_presets_have_the_scripts_hyperparameters(name):
+    config = PRESETS[name]
+    for key, value in {**NGCSE_COMMON, **NGCSE_PAPER[name]}.items():
+        assert getattr(config, key) == value, f"{name}: {key}={getattr(config, key)!r}, script: {value!r}"
+    assert type(config.margins) is tuple
+    assert config.eval_pooling == "mask"  # evaluated on the raw [MASK] state of the prompt
+    assert config.train_pooling == "cls_before_pooler"  # the loaded encoder's own pooler is not used
+
+
+def test_ngcse_registry_entries_point_at_the_hybrid_data_set():
+    from cselab.data import REGISTRY
+
+    for name, file in (("ngcse-wiki-sts", "wiki_sts.jsonl"), ("ngcse-nli-sts", "nli_sts.jsonl")):
+        entry = REGISTRY[name]
+        assert entry.url == NGCSE_HUB + file and entry.target.endswith(file) and not entry.archive
+
+
+def test_ngcse_ci_and_laptop_variants():
+    ci, laptop = PRESETS["ngcse-ci"], PRESETS["ngcse-laptop"]
+    for config in (ci, laptop):  # NLI.STS_HT's method settings; only model, data, budget (and ci's pooler) change
+        assert (config.method, config.temperature, config.beta, config.margins) == ("ngcse", 0.05, 1.0, (0.005, 0.1))
+        assert (config.freeze_embeddings, config.max_length) == (True, 32)
+    assert (laptop.pooler_type, ci.pooler_type) == ("mask", "avg")  # ci: mean pooling, like every ci preset
+    # ci: the tiny encoder on the shipped NLI triplets (K = 3 groups), the other ci presets' budget
+    assert (ci.model, ci.device, ci.eval_data, ci.precision) == ("cselab/tiny", "cpu", "sample", "fp32")
+    assert (ci.epochs, ci.batch_size, ci.learning_rate, ci.eval_steps) == (3, 32, 3e-4, 32)
+    path = Path(ci.train_file)
+    assert path.resolve() == (REPO / "data" / "toy_nli.csv").resolve()
+    assert path.read_text("utf-8").splitlines()[0].split(",") == ["sent0", "sent1", "hard_neg"]
+    assert ci.epochs * math.ceil(1024 / ci.batch_size) <= 100
+    # laptop: the small BERT for 500 steps on the NLI.STS_HT registry data
+    assert laptop.train_file == "ngcse-nli-sts" and laptop.model == PRESETS["unsup-simcse-laptop"].model
+    assert laptop.max_steps == 500 and laptop.device == "auto"
+
+
+@pytest.mark.parametrize("text,value", [("0.005,0.05", (0.005, 0.05)), (" 0.005 , 0.1 ", (0.005, 0.1)),
+                                        ("(1e-3, 1e-2)", (0.001, 0.01)), ("[0.2]", (0.2,)), ("0", (0.0,))])
+def test_margins_override_parses_a_comma_separated_list(text, value):
+    for overrides in ({"margins": text}, [f"margins={text}"]):
+        config = resolve_config("ngcse-ci", overrides)
+        assert config.margins == value and type(config.margins) is tuple
+        assert all(type(m) is float for m in config.margins)
+
+
+def test_ngcse_text_overrides():
+    config = resolve_config("ngcse-ci", ["beta=0.5", "positive_index=2", "freeze_embeddings=no",
+                                         "pair_template=false", "pooler_type=cls"])
+    assert (config.beta, config.positive_index) == (0.5, 2)
+    assert (config.freeze_embeddings, config.pair_template) == (False, False)
+    assert config.pooler_type == "cls" and config.eval_pooling == "cls_before_pooler"
+    assert resolve_config("ngcse-ci", {"positive_index": "none"}).positive_index is None
+
+
+def test_margins_keyword_list_becomes_a_tuple():
+    config = resolve_config("ngcse-ci", margins=[0.01, 1])
+    assert config.margins == (0.01, 1.0) and type(config.margins) is tuple
+    hash(config)  # still a frozen, hashable value
+
+
+@pytest.mark.parametrize("key,text", [
+    ("margins", "a,b"),
+    ("margins", ""),
+    ("margins", "0.1,,0.2"),
+    ("margins", "-0.1"),
+    ("margins", "0.1,nan"),
+    ("margins", "inf"),
+    ("beta", "-1"),
+    ("beta", "nan"),
+    ("beta", "inf"),
+    ("beta", "x"),
+    ("positive_index", "0"),
+    ("positive_index", "-1"),
+    ("positive_index", "1.5"),
+    ("freeze_embeddings", "maybe"),
+    ("pair_template", "2"),
+])
+def test_bad_ngcse_values_are_rejected_naming_the_key(key, text):
+    with pytest.raises(ValueError, match=key):
+        resolve_config("ngcse-ci", {key: text})
+
+
+@pytest.mark.parametrize("value", ["0.1", (), [0.1, "x"], (True,), 0.1])
+def test_bad_margins_keyword_is_rejected_naming_the_key(value):
+    with pytest.raises(ValueError, match="margins"):
+        resolve_config("ngcse-ci", margins=value)
+
+
+@pytest.mark.parametrize("method", ["unsup-simcse", "sup-simcse", "esimcse", "diffcse"])
+def test_mask_pooling_is_only_for_ngcse(method):
+    with pytest.raises(ValueError, match=r"pooler_type='mask'.*ngcse"):
+        resolve_config(f"{method}-ci", pooler_type="mask")
+    assert resolve_config("ngcse-ci", pooler_type="mask").eval_pooling == "mask"
+
+
+def test_round_trip_keeps_margins_a_tuple():
+    config = resolve_config("ngcse-ci", {"margins": "0.001,0.02,0.3", "positive_index": "1"})
+    data = json.loads(config.to_json())
+    assert data["margins"] == [0.001, 0.02, 0.3]  # JSON has no tuples
+    back = config_from_dict(data)
+    assert back == config and back.margins == (0.001, 0.02, 0.3) and type(back.margins) is tuple
+    data["margins"] = [0.1, -1]
+    with pytest.raises(ValueError, match="margins"):
+        config_from_dict(data)

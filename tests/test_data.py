@@ -1030,3 +1030,144 @@ def test_toy_documents_are_regenerated_byte_for_byte(tmp_path, tiny_encoder):
     lengths = [len(tiny_encoder.tokenizer.tokenize(d["text"])) for d in docs]
     assert len(docs) == 96 and (min(lengths), max(lengths), sum(lengths)) == (111, 436, 26_663)
     assert docs[0]["title"] == "Story 1: a man" and all(2 <= len(d["text"].split("\n")) for d in docs)
+
+
+# ================================================================ NGCSE's graded groups (reference §8.1)
+def _graded(aigen=True, **cells):
+    """An expected row, written out: absent levels are None."""
+    row = {"sent0": cells.pop("sent0"), "level5": None, "level4": None, "level3": None,
+           "split": "aigen" if aigen else "other"}
+    row.update(cells)
+    return row
+
+
+def test_graded_groups_jsonl_in_ngcse_layout(tmp_path):
+    lines = [
+        {"split": "aigen", "sentence": "A man plays a guitar .", "5": "A guy strums a guitar .",
+         "4": "A man holds a guitar .", "3": "Nobody plays music .", "2": "", "1": "", "0": "",
+         "id": "g1", "provenance": {"model": "x"}},
+        {"split": "other", "sentence": "Stocks fell on Monday .", "5": "", "4": "", "3": ""},
+        {"split": "other", "sentence": "The pier was rebuilt ."},  # missing keys = absent
+        {"sentence": "Two dogs run .", "5": "Dogs are running .", "4": "Animals move .", "3": "Dogs sleep ."},
+        {"split": "other", "sentence": "A cat sleeps .", "5": None, "4": "  ", "3": ""},  # null / blank = absent
+    ]
+    path = _write(tmp_path / "hybrid.jsonl", "\n".join(json.dumps(x) for x in lines[:2]) + "\n\n"
+                  + "\n".join(json.dumps(x) for x in lines[2:]) + "\n")
+    assert D.read_graded_groups(path) == [
+        _graded(sent0="A man plays a guitar .", level5="A guy strums a guitar .", level4="A man holds a guitar .",
+                level3="Nobody plays music ."),
+        _graded(False, sent0="Stocks fell on Monday ."),
+        _graded(False, sent0="The pier was rebuilt ."),
+        _graded(sent0="Two dogs run .", level5="Dogs are running .", level4="Animals move .", level3="Dogs sleep ."),
+        _graded(False, sent0="A cat sleeps ."),
+    ]
+    assert D.graded_levels(D.read_graded_groups(path)) == ("level5", "level4", "level3")
+    assert D.is_graded_jsonl(path)
+
+
+def test_graded_groups_nli_pattern_jsonl_has_two_levels(tmp_path):
+    path = _write(tmp_path / "nli.jsonl", json.dumps({"split": "aigen", "sentence": "s", "5": "e", "4": "c"}) + "\n"
+                  + json.dumps({"split": "aigen", "sentence": "t", "5": "e2", "4": "c2", "3": ""}) + "\n")
+    rows = D.read_graded_groups(path)
+    assert rows == [_graded(sent0="s", level5="e", level4="c"), _graded(sent0="t", level5="e2", level4="c2")]
+    assert D.graded_levels(rows) == ("level5", "level4")
+
+
+def test_graded_groups_from_simcse_triplets_csv(tmp_path):
+    path = _write(tmp_path / "nli.csv", 'sent0,sent1,hard_neg\n"A man, outside .",A guy is out .,A man is in .\n'
+                                        "Dogs run .,Dogs move .,Dogs sleep .\n")
+    assert D.read_graded_groups(path) == [
+        _graded(sent0="A man, outside .", level5="A guy is out .", level4="A man is in ."),
+        _graded(sent0="Dogs run .", level5="Dogs move .", level4="Dogs sleep ."),
+    ]
+
+
+def test_graded_groups_level_table_with_empty_cells(tmp_path):
+    path = _write(tmp_path / "levels.csv", "sentence,level5,level4,level3\na,b,c,d\nlone,,,\n")
+    assert D.read_graded_groups(path) == [_graded(sent0="a", level5="b", level4="c", level3="d"),
+                                          _graded(False, sent0="lone")]
+
+
+def test_graded_groups_of_the_shipped_files():
+    nli = D.read_graded_groups(D.COURSE_DATA_DIR / "toy_nli.csv")
+    with open(D.COURSE_DATA_DIR / "toy_nli.csv", encoding="utf-8", newline="") as f:
+        triplets = list(csv.reader(f))[1:]
+    assert len(nli) == len(triplets) == 1024
+    assert [(r["sent0"], r["level5"], r["level4"], r["level3"], r["split"]) for r in nli] == [
+        (a, b, c, None, "aigen") for a, b, c in triplets]
+    corpus = D.read_graded_groups(D.COURSE_DATA_DIR / "toy_corpus.tsv")  # meaning_id is ignored
+    lines = (D.COURSE_DATA_DIR / "toy_corpus.tsv").read_text("utf-8").splitlines()[1:]
+    sentences = [line.split("\t")[1] for line in lines]
+    assert corpus == [_graded(False, sent0=s) for s in sentences]
+    assert D.graded_levels(corpus) == ()
+
+
+def test_graded_groups_from_plain_sentences(tmp_path):
+    path = _write(tmp_path / "s.txt", "one sentence\n\n  \nanother one\n")
+    assert D.read_graded_groups(path) == [_graded(False, sent0="one sentence"), _graded(False, sent0="another one")]
+
+
+def test_documents_are_not_graded_jsonl(tmp_path):
+    path = _write(tmp_path / "docs.jsonl", json.dumps({"title": "t", "text": "a sentence"}) + "\n")
+    assert not D.is_graded_jsonl(path)
+    with pytest.raises(DataFormatError, match=r"docs.jsonl:1: no 'sentence' field \(a 'text' field is a DeCLUTR"):
+        D.read_graded_groups(path)
+
+
+GOOD = json.dumps({"split": "aigen", "sentence": "s", "5": "a", "4": "b", "3": "c"})
+
+
+@pytest.mark.parametrize("line,match", [
+    ("{not json", r"not valid JSON"),
+    ('["s", "a"]', r"expected a JSON object"),
+    (json.dumps({"split": "aigen", "5": "a"}), r"no 'sentence' field"),
+    (json.dumps({"split": "aigen", "sentence": "  ", "5": "a", "4": "b", "3": "c"}), r"non-empty 'sentence'"),
+    (json.dumps({"split": "train", "sentence": "s", "5": "a", "4": "b", "3": "c"}), r"'split' is 'train'"),
+    (json.dumps({"split": "aigen", "sentence": "s", "5": "", "4": "", "3": ""}), r"'aigen' row needs at least one"),
+    (json.dumps({"split": "other", "sentence": "s", "5": "a"}), r"'other' row .* has the levels \['5'\]"),
+    (json.dumps({"split": "aigen", "sentence": "s", "5": "a", "4": "b", "3": ""}),
+     r"levels \['level5', 'level4'\] but the first group \(.*g.jsonl:1\) has \['level5', 'level4', 'level3'\]"),
+    (json.dumps({"split": "aigen", "sentence": "s", "5": "a", "4": "b", "3": "c", "2": "d"}),
+     r"levels \['2'\] are not supported"),
+    (json.dumps({"split": "aigen", "sentence": "s", "5": 5, "4": "b", "3": "c"}), r"'5' must be a string"),
+])
+def test_graded_groups_bad_jsonl_line_names_file_and_line(tmp_path, line, match):
+    path = _write(tmp_path / "g.jsonl", GOOD + "\n\n" + line + "\n" + GOOD + "\n")
+    with pytest.raises(DataFormatError, match=r"g\.jsonl:3: .*" + match):
+        D.read_graded_groups(path)
+
+
+@pytest.mark.parametrize("content,match", [
+    ("sent0,sent1,hard_neg\na,b,c\na,b\n", r"t\.csv:3: expected 3 columns"),
+    ("sent0,sent1,hard_neg\na,b,c\n,b,c\n", r"t\.csv:3: every row needs a non-empty 'sentence'"),
+    ("sent0,sent1,hard_neg\na,b,c\nx,y,\n", r"t\.csv:3: this group has the levels \['level5'\]"),
+    ("sent0,positive,negative\na,b,c\n", r"t\.csv:1: header .* unknown columns \['positive', 'negative'\]"),
+    ("sent1,hard_neg\na,b\n", r"t\.csv:1: header .* one sentence column"),
+    ("sent0,sent1,5\na,b,c\n", r"t\.csv:1: header .*each level once"),
+    ("", r"t\.csv:1: empty file"),
+])
+def test_graded_groups_bad_csv_names_file_and_line(tmp_path, content, match):
+    path = _write(tmp_path / "t.csv", content)
+    with pytest.raises(DataFormatError, match=match):
+        D.read_graded_groups(path)
+
+
+def test_graded_groups_unsupported_suffix_and_empty_file(tmp_path):
+    with pytest.raises(ValueError, match=r"\.parquet"):
+        D.read_graded_groups(_write(tmp_path / "g.parquet", b"x"))
+    with pytest.raises(DataFormatError, match=r"e\.jsonl: no rows"):
+        D.read_graded_groups(_write(tmp_path / "e.jsonl", "\n"))
+
+
+def test_graded_groups_read_the_records_cselab_generate_writes(tmp_path):
+    from cselab import llm_data as L
+
+    sts = L.make_record(L.STS_V1, "7", "A dog runs .", {"paraphrase": "A dog is running .", "intermediate":
+                        "An animal moves .", "dissimilar": "A cat sleeps ."}, {"model": "m"})
+    nli = L.make_record(L.NLI_V1, "8", "A man cooks .", {"entailment": "Someone cooks .",
+                        "contradiction": "Nobody cooks ."}, {"model": "m"})
+    for record, want in ((sts, _graded(sent0="A dog runs .", level5="A dog is running .", level4="An animal moves .",
+                                       level3="A cat sleeps .")),
+                         (nli, _graded(sent0="A man cooks .", level5="Someone cooks .", level4="Nobody cooks ."))):
+        path = _write(tmp_path / f"{record['pattern']}.jsonl", json.dumps(record) + "\n")
+        assert D.read_graded_groups(path) == [want] and D.is_graded_jsonl(path)

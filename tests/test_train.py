@@ -24,6 +24,7 @@ from cselab import SentenceEncoder
 from cselab.checkpoints import latest_checkpoint
 from cselab.configs import COURSE_DATA, PRESETS, resolve_config
 from cselab.data import DataNotFoundError, read_scored_pairs
+from cselab.encoders import PromptEncoder
 from cselab.evaluate import spearman_on_pairs
 from cselab.train import load_or_train, load_training_data, train
 
@@ -381,9 +382,11 @@ def test_load_or_train_resumes_unfinished_run(tmp_path):
 # The acceptance point of the ci profile: the whole ci preset (3 epochs over the shipped data,
 # 96 steps, about 10 s) must raise the tiny random encoder's Spearman on the shipped pairs.
 # Measured (seed 42): unsup 54.67 -> 65.00, sup 54.67 -> 89.76, ESimCSE 54.67 -> 64.68, DiffCSE
-# 54.67 -> 64.10, DeCLUTR (96 steps of 8 toy stories) 54.67 -> 74.28. The margins below are far from
+# 54.67 -> 64.10, DeCLUTR (96 steps of 8 toy stories) 54.67 -> 74.28, NGCSE (the NLI triplets as K = 3
+# groups, mean pooling, frozen embeddings) 54.67 -> 80.35. The margins below are far from
 # all; the *final* model is compared, not the best one (the best may be the initial model).
-CI_GAIN = {"unsup-simcse-ci": 3.0, "sup-simcse-ci": 15.0, "esimcse-ci": 3.0, "diffcse-ci": 3.0, "declutr-ci": 8.0}
+CI_GAIN = {"unsup-simcse-ci": 3.0, "sup-simcse-ci": 15.0, "esimcse-ci": 3.0, "diffcse-ci": 3.0, "declutr-ci": 8.0,
+           "ngcse-ci": 15.0}
 
 
 @pytest.mark.parametrize("preset", sorted(CI_GAIN))
@@ -395,7 +398,11 @@ def test_ci_preset_training_raises_the_score(tmp_path, preset):
     assert result.initial_score == evals[0] and result.final_score == evals[96]
     assert result.best_score == max(evals.values()) and evals[result.best_step] == result.best_score
     # the initial score is the untrained encoder's, computed independently of the trainer
-    untrained = SentenceEncoder.from_pretrained(config.model, pooling=config.eval_pooling, seed=config.seed)
+    if config.eval_pooling == "mask":  # NGCSE: the raw [MASK] state of PromptBERT's template
+        base = SentenceEncoder.from_pretrained(config.model, pooling="cls_before_pooler", seed=config.seed)
+        untrained = PromptEncoder(base.model, base.tokenizer)
+    else:
+        untrained = SentenceEncoder.from_pretrained(config.model, pooling=config.eval_pooling, seed=config.seed)
     assert spearman_on_pairs(untrained, read_scored_pairs(), show_progress=False) == pytest.approx(
         result.initial_score, abs=1e-4)
     print(f"{preset}: initial {result.initial_score:.2f} final {result.final_score:.2f} "
@@ -434,7 +441,7 @@ def test_paper_preset_pipeline_on_tiny_model(tmp_path, monkeypatch, name):
 
     class AdamW(real_adamw):
         def __init__(self, params, **kwargs):
-            seen["adamw"] = kwargs
+            seen["adamw"], seen["groups"] = kwargs, params
             super().__init__(params, **kwargs)
 
     monkeypatch.setattr(T, "build_method", build)
@@ -449,7 +456,8 @@ def test_paper_preset_pipeline_on_tiny_model(tmp_path, monkeypatch, name):
     # the preset's own settings went through
     assert json.loads((out / T.CONFIG_FILE).read_text()) == config.to_dict()
     assert config.learning_rate == preset.learning_rate and config.temperature == preset.temperature
-    assert seen["adamw"] == {"lr": preset.learning_rate, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+    assert seen["adamw"] == {"lr": preset.learning_rate, "betas": (0.9, 0.999), "eps": 1e-8}
+    assert [g["weight_decay"] for g in seen["groups"]] == [0.0]  # HF Trainer's default: no weight decay
     assert seen["dropout"] == preset.dropout == 0.1
     assert seen["autocast"] is None  # precision='auto' on CPU: fp32
     method = seen["method"]
@@ -664,11 +672,12 @@ def test_epoch_start_is_not_called_again_when_resuming_inside_an_epoch(tmp_path)
 
 
 # ------------------------------------------------------------------ ESimCSE and DiffCSE through the same trainer
-@pytest.mark.parametrize("preset", ["esimcse-ci", "diffcse-ci", "declutr-ci"])
+@pytest.mark.parametrize("preset", ["esimcse-ci", "diffcse-ci", "declutr-ci", "ngcse-ci"])
 def test_resume_of_stateful_methods_equals_uninterrupted(tmp_path, preset):
     """ESimCSE's queue and momentum encoder, DiffCSE's discriminator and masking RNG, DeCLUTR's span
-    draws, MLM head and slanted-triangular schedule survive a resume."""
-    config = resolve_config(preset, max_steps=6, save_steps=1, eval_steps=3, log_steps=1, queue_size=48)
+    draws, MLM head and slanted-triangular schedule, NGCSE's head and frozen embeddings survive a resume."""
+    extra = {"pooler_type": "mask"} if preset == "ngcse-ci" else {}  # NGCSE's own pooling: its head is trained
+    config = resolve_config(preset, max_steps=6, save_steps=1, eval_steps=3, log_steps=1, queue_size=48, **extra)
     want = train(config, tmp_path / "uninterrupted", progress=False)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
@@ -682,9 +691,14 @@ def test_resume_of_stateful_methods_equals_uninterrupted(tmp_path, preset):
     elif preset == "diffcse-ci":
         assert any(k.startswith("method.discriminator.") for k in state)
         assert not any("generator" in k for k in state)  # frozen, reloaded by name
-    else:
+    elif preset == "declutr-ci":
         assert int(state["method.draws"]) == 6  # one span draw per step
         assert any(k.startswith("method.mlm_head.") for k in state)
+    else:
+        assert state["method.head.weight"].shape == (128, 128)  # the bare Linear(H, H) head, H = 128 (tiny)
+        untrained = SentenceEncoder.from_pretrained("cselab/tiny", pooling="cls_before_pooler", seed=config.seed)
+        for name, p in untrained.model.embeddings.named_parameters():  # frozen: the checkpoint keeps them as they were
+            assert torch.equal(state[f"encoder_model.embeddings.{name}"], p.detach()), name
 
 
 @pytest.mark.parametrize("name", ["esimcse-bert-base", "esimcse-roberta-base", "diffcse-bert-base",
@@ -724,6 +738,111 @@ def test_esimcse_and_diffcse_paper_presets_run_on_the_tiny_model(tmp_path, name)
         assert (method.lambda_weight, method.masking_ratio) == (0.005, 0.30)
     best = SentenceEncoder.from_pretrained(tmp_path / "run" / "best")
     assert best.pooling == "cls_before_pooler" and best.projector is None  # train-only heads are dropped
+    score = spearman_on_pairs(best, read_scored_pairs(), show_progress=False)
+    assert score == pytest.approx(result.best_score, abs=1e-4)
+
+
+# ------------------------------------------------------------------ NGCSE: graded groups through the same trainer
+GROUPS = [  # NGCSE's STS pattern: sentence, '5' positive, '4' intermediate, '3' negative
+    ("A man is playing a guitar in the park .", "A guy strums a guitar at the park .", "A man is holding a guitar .",
+     "Nobody is playing any instrument ."),
+    ("Two dogs run across a wide green field .", "Dogs are running on grass .", "Two animals are outside .",
+     "The dogs are sleeping indoors ."),
+    ("The cat sleeps .", "A cat is asleep on the sofa .", "An animal rests .", "The cat is running ."),
+    ("A woman is slicing an onion .", "Someone cuts an onion .", "A woman is cooking .",
+     "A man is eating a sandwich in a car ."),
+]
+
+
+def write_ngcse_jsonl(path: Path, n_other: int = 12) -> Path:
+    """A small file in NGCSE's layout (reference §8.1): aigen groups and other (unsupervised) sentences."""
+    others = [line.split("\t")[1] for line in (COURSE_DATA / "toy_corpus.tsv").read_text("utf-8").splitlines()[1:]]
+    rows = [{"split": "aigen", "sentence": g[0], "5": g[1], "4": g[2], "3": g[3], "2": "", "1": "", "0": ""}
+            for g in GROUPS]
+    rows += [{"split": "other", "sentence": s, "5": "", "4": "", "3": ""} for s in others[:n_other]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_load_ngcse_jsonl_and_nli_triplets(tmp_path, tiny_tokenizer):
+    from cselab.methods import NGCSE
+
+    path = write_ngcse_jsonl(tmp_path / "hybrid.jsonl", n_other=2)
+    # the generic .jsonl rule tells NGCSE rows (sentence) from DeCLUTR documents (text)
+    ds = load_training_data(data_config(path), tiny_tokenizer, ("sent0", "level5", "level4", "level3"))
+    ids = lambda texts: tiny_tokenizer(list(texts), truncation=True, max_length=32)["input_ids"]  # noqa: E731
+    assert ds["sent0"][:4] == ids(g[0] for g in GROUPS) and ds["level4"][:4] == ids(g[2] for g in GROUPS)
+    empty = tiny_tokenizer(" ")["input_ids"]  # an absent level: only the special tokens, as SimCSE's " "
+    assert ds["level5"][4:] == ds["level3"][4:] == [empty, empty]
+    # NGCSE's own reader takes SimCSE's triplets as K = 3 groups: entailment -> level5, contradiction -> level4
+    nli = COURSE_DATA / "toy_nli.csv"
+    with open(nli, encoding="utf-8", newline="") as f:
+        first = list(csv.reader(f))[1]
+    ds = load_training_data(resolve_config("ngcse-ci", max_train_samples=5), tiny_tokenizer,
+                            ("sent0", "level5", "level4", "level3"), reader=NGCSE.read_training_file)
+    assert len(ds) == 5
+    assert [ds[c][0] for c in ("sent0", "level5", "level4")] == ids(first)
+    assert ds["level3"] == [empty] * 5
+    # ... and narrows its levels to those the data fills
+    encoder = SentenceEncoder.from_pretrained("cselab/tiny", pooling="cls_before_pooler")
+    method = NGCSE(encoder)
+    assert (method.levels, method.positive_index) == (("level5", "level4", "level3"), 2)
+    method.prepare_dataset(ds, tiny_tokenizer)
+    assert (method.levels, method.k, method.positive_index) == (("level5", "level4"), 3, 1)
+    with pytest.raises(ValueError, match=r"positive_index=3 must be in 1\.\.2"):
+        NGCSE(encoder, positive_index=3).prepare_dataset(ds, tiny_tokenizer)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"split": "aigen", "sentence": "a", "5": "b", "4": "c", "3": "d"}) + "\n"
+                   + json.dumps({"split": "aigen", "sentence": "a", "5": "b"}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: this group has the levels \['level5'\]"):
+        load_training_data(data_config(bad), tiny_tokenizer, ("sent0",))
+
+
+@pytest.mark.parametrize("name", ["ngcse-wiki-sts-ht-bert-base", "ngcse-wiki-sts-ht-roberta-base",
+                                  "ngcse-nli-sts-ht-bert-base", "ngcse-nli-sts-ht-roberta-base"])
+def test_ngcse_paper_presets_run_on_the_tiny_model(tmp_path, name):
+    from cselab.methods import NGCSE
+
+    preset = PRESETS[name]
+    data = write_ngcse_jsonl(tmp_path / "hybrid.jsonl")  # the hub file's layout: 4 STS groups + 12 sentences
+    config = dataclasses.replace(preset, model="cselab/tiny", train_file=str(data), eval_data="sample",
+                                 max_steps=2, eval_steps=1, save_steps=2, log_steps=1, batch_size=8, device="cpu")
+    seen = {}
+    real_build, real_adamw, real_autocast = T.build_method, torch.optim.AdamW, T._autocast_dtype
+
+    def build(cfg, encoder):
+        seen["method"], seen["encoder"] = real_build(cfg, encoder), encoder
+        seen["embeddings"] = {n: p.detach().clone() for n, p in encoder.model.embeddings.named_parameters()}
+        return seen["method"]
+
+    def adamw(groups, **kwargs):
+        seen["adamw"], seen["params"] = kwargs, [p for g in groups for p in g["params"]]
+        return real_adamw(groups, **kwargs)
+
+    def autocast(cfg, device):
+        seen["autocast"] = real_autocast(cfg, device)
+        return seen["autocast"]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T, "build_method", build)
+        mp.setattr(torch.optim, "AdamW", adamw)
+        mp.setattr(T, "_autocast_dtype", autocast)
+        result = train(config, tmp_path / "run", progress=False)
+    method, encoder = seen["method"], seen["encoder"]
+    wiki = "wiki" in name  # reference §8.4: Wiki.STS_HT margins (5e-3, 5e-2), NLI.STS_HT (5e-3, 1e-1)
+    assert isinstance(method, NGCSE) and result.steps == 2
+    assert method.margins == ((0.005, 0.05) if wiki else (0.005, 0.1))
+    assert (method.beta, method.temperature, method.pooler_type) == (1.0, 0.05, "mask")
+    assert method.template is not None and method.pair_template is not method.template  # the official pair template
+    assert (method.levels, method.k, method.positive_index) == (("level5", "level4", "level3"), 4, 2)  # '4' (§14.7)
+    assert seen["adamw"]["lr"] == 1e-5 and seen["autocast"] is None  # fp32, as the scripts (no --fp16)
+    frozen = dict(encoder.model.embeddings.named_parameters())
+    assert frozen and not any(p.requires_grad for p in frozen.values())
+    assert not any(p is q for p in seen["params"] for q in frozen.values())  # not optimised
+    for n, p in frozen.items():
+        assert torch.equal(p.detach(), seen["embeddings"][n]), n
+    best = SentenceEncoder.from_pretrained(tmp_path / "run" / "best")
+    assert isinstance(best, PromptEncoder) and best.projector is None  # raw [MASK] state, the head is dropped
     score = spearman_on_pairs(best, read_scored_pairs(), show_progress=False)
     assert score == pytest.approx(result.best_score, abs=1e-4)
 

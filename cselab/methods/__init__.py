@@ -9,7 +9,7 @@ from __future__ import annotations
 from .declutr import DeCLUTR, MLMHead, load_mlm_head
 from .diffcse import DiffCSE, load_generator
 from .esimcse import ESimCSE
-from .ngcse import NGCSE
+from .ngcse import LEVEL_COLUMNS, NGCSE
 from .simcse import SimCSE
 
 
@@ -40,6 +40,10 @@ def build_method(config, encoder):
                        sampling=config.span_sampling, scale_spans=config.scale_spans,
                        mlm_probability=config.masking_ratio, mlm_weight=config.mlm_weight,
                        max_length=config.max_length, seed=config.seed)
+    if config.method == "ngcse":  # the levels narrow to those of the training data (NGCSE.prepare_dataset)
+        return NGCSE(encoder, levels=LEVEL_COLUMNS, temperature=config.temperature, margins=config.margins,
+                     beta=config.beta, positive_index=config.positive_index, pooler_type=config.pooler_type,
+                     freeze_embeddings=config.freeze_embeddings, pair_template=config.pair_template)
     raise ValueError(f"Unknown method {config.method!r}.")
 
 

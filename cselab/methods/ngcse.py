@@ -11,6 +11,12 @@ Data (reference §8.1). Two kinds of rows share one batch:
   (unsupervised SimCSE). A row is *other* when all its level cells are empty (the trainer turns
   missing cells into " ", i.e. only special tokens); a row with some levels empty is an error.
 
+The trainer reads the training file with :meth:`NGCSE.read_training_file`
+(:func:`cselab.data.read_graded_groups`: NGCSE's ``.jsonl``, a ``sent0,sent1,hard_neg`` ``.csv`` as
+K = 3 groups, ``.txt``/``.tsv`` sentences as *other* rows) and :meth:`NGCSE.prepare_dataset`
+narrows :attr:`NGCSE.levels` to the levels that data fills, so one configuration trains on K = 4,
+K = 3 or unsupervised data.
+
 Objective (reference §8.3, official ``_ng_forward`` with ``--use_native_loss --use_loss3``)::
 
     anchors    a = [ O[:, 0] ; A[:, 0] ]           candidates c = [ O[:, 1] ; A[:, p] ]
@@ -116,16 +122,8 @@ class NGCSE(nn.Module):
             raise ValueError(f"margins must be a non-empty sequence of finite values >= 0, got {margins}.")
         if not head_std > 0:
             raise ValueError(f"head_std must be > 0, got {head_std}.")
-        k = 1 + len(levels)
-        if positive_index is None:
-            positive_index = default_positive_index(k) if levels else None
-        elif not levels:
-            raise ValueError("positive_index needs graded levels; with levels=() every row is an unsupervised pair.")
-        elif not 1 <= positive_index <= k - 1:
-            raise ValueError(f"positive_index={positive_index} must be in 1..{k - 1} (K = {k}: 1 = {levels[0]!r}).")
-        self.levels = levels
-        self.k = k
-        self.positive_index = positive_index
+        self._positive_index_arg = positive_index
+        self._set_levels(levels)
         self.temperature = temperature
         self.margins = margins
         self.beta = beta
@@ -141,10 +139,46 @@ class NGCSE(nn.Module):
         if freeze_embeddings:
             freeze_embedding_layer(encoder)
 
+    def _set_levels(self, levels: tuple[str, ...]) -> None:
+        k, positive_index = 1 + len(levels), self._positive_index_arg
+        if positive_index is None:
+            positive_index = default_positive_index(k) if levels else None
+        elif not levels:
+            raise ValueError("positive_index needs graded levels; with levels=() every row is an unsupervised pair.")
+        elif not 1 <= positive_index <= k - 1:
+            raise ValueError(f"positive_index={positive_index} must be in 1..{k - 1} (K = {k}: 1 = {levels[0]!r}).")
+        self.levels, self.k, self.positive_index = levels, k, positive_index
+
     @property
     def columns(self) -> tuple[str, ...]:
         """Training-data columns: ``sent0`` and the graded levels."""
         return ("sent0", *self.levels)
+
+    # ------------------------------------------------------------------ trainer hooks
+    @staticmethod
+    def read_training_file(path) -> list[dict]:
+        """The trainer's reader for NGCSE: :func:`cselab.data.read_graded_groups` (``.jsonl`` NGCSE rows,
+        ``.csv`` triplets/level tables, ``.txt``/``.tsv`` sentences); absent levels are None."""
+        from ..data import read_graded_groups
+
+        return read_graded_groups(path)
+
+    def prepare_dataset(self, dataset, tokenizer=None):
+        """Keep the levels the tokenised training data fills (official: the first row's non-empty keys).
+
+        The trainer reads every level column; a K = 3 file (NLI pattern, SimCSE's triplets) leaves
+        ``level3`` empty in every row, unsupervised text leaves all of them empty. Those columns are
+        dropped from :attr:`levels` (and K, the default ``positive_index`` follow); an explicit
+        ``positive_index`` is checked against the new K. Returns ``dataset`` unchanged.
+        """
+        present = []
+        for column in self.levels:
+            batches = dataset.select_columns([column]).iter(batch_size=4096)
+            if any(not self._is_empty(ids) for batch in batches for ids in batch[column]):
+                present.append(column)
+        if tuple(present) != self.levels:
+            self._set_levels(tuple(present))
+        return dataset
 
     # ------------------------------------------------------------------ rows -> groups
     def _is_empty(self, ids: Sequence[int]) -> bool:
