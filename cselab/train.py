@@ -134,6 +134,18 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
     return ds.map(tokenize, batched=True, remove_columns=drop, desc="Tokenising")
 
 
+def method_dataset(config: TrainConfig, encoder: SentenceEncoder, method: nn.Module, data_dir=None):
+    """The training data exactly as ``train`` feeds it to ``method``: read with the method's reader and
+    tokenisation options, then ``method.prepare_dataset`` (ESimCSE's word repetition, drawn once as the
+    official code does; DeCLUTR's length check; NGCSE's levels). ``dataset[i:j]`` is then a batch of rows."""
+    dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir,
+                                 getattr(method, "tokenize_kwargs", None), getattr(method, "keep_columns", ()),
+                                 getattr(method, "read_training_file", None))
+    if hasattr(method, "prepare_dataset"):
+        dataset = method.prepare_dataset(dataset, encoder.tokenizer)
+    return dataset
+
+
 def evaluation_pairs(config: TrainConfig, data_dir=None) -> D.ScoredPairs:
     return D.read_stsb("dev", data_dir) if config.eval_data == "stsb-dev" else D.read_scored_pairs()
 
@@ -283,11 +295,7 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     set_dropout(encoder.model, config.dropout)
     method = (method if method is not None else build_method(config, encoder)).to(device)
     modules = _Trainable(encoder, method)
-    dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir,
-                                 getattr(method, "tokenize_kwargs", None), getattr(method, "keep_columns", ()),
-                                 getattr(method, "read_training_file", None))
-    if hasattr(method, "prepare_dataset"):  # ESimCSE's word repetition (once, as official), NGCSE's levels
-        dataset = method.prepare_dataset(dataset, encoder.tokenizer)
+    dataset = method_dataset(config, encoder, method, data_dir)
     pairs = evaluation_pairs(config, data_dir)
     if rank == 0:  # only once model and data loaded: a failed start must not claim the folder
         (output_dir / CONFIG_FILE).write_text(config.to_json(), "utf-8")
@@ -433,4 +441,4 @@ def load_or_train(config: TrainConfig, output_dir: str | os.PathLike, **kwargs) 
     return SentenceEncoder.from_pretrained(output_dir / "best")
 
 
-__all__ = ["CheckpointError", "TrainResult", "load_or_train", "load_training_data", "train"]
+__all__ = ["CheckpointError", "TrainResult", "load_or_train", "load_training_data", "method_dataset", "train"]
