@@ -474,10 +474,15 @@ def download(name: str, dest: str | os.PathLike | None = None, *, force: bool = 
             expected = entry.sha256 or _sha256_from_headers(response.headers)
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {name}", disable=not progress) as bar:
+                received = 0
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
+        if total is not None and received != total:  # a connection closed early can look like a clean end
+            raise OSError(f"Download of {source} was interrupted: got {received} of {total} bytes. "
+                          "Nothing was written; try again.")
         if expected and digest.hexdigest() != expected:
             raise OSError(f"Checksum mismatch for {source}: got sha256 {digest.hexdigest()}, expected {expected}. "
                           "Nothing was written; try again (or check the URL).")
