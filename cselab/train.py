@@ -31,6 +31,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -99,10 +100,19 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
     path = resolve_train_file(config.train_file, data_dir)
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        ds = datasets.load_dataset("text", data_files=str(path), split="train").rename_column("text", "sent0")
+        lines = D.read_lines(path)  # UTF-8 checked first: errors name the file and line
+        blank = sum(not line.strip() for line in lines)
+        # utf-8-sig: a BOM is not part of the first sentence; CRLF line ends are split like LF
+        ds = datasets.load_dataset("text", data_files=str(path), split="train", encoding="utf-8-sig")
+        ds = ds.rename_column("text", "sent0")
+        if blank:
+            warnings.warn(f"{path}: skipped {blank} empty line(s).", stacklevel=2)
+            ds = ds.filter(lambda batch: [bool(t.strip()) for t in batch["sent0"]], batched=True,
+                           desc="Dropping empty lines")
     elif suffix in (".csv", ".tsv"):
+        D.check_training_table(path, "\t" if suffix == ".tsv" else ",")  # errors name the file and line
         tsv = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3 = csv.QUOTE_NONE: quotes are text
-        ds = datasets.load_dataset("csv", data_files=str(path), split="train", **tsv)
+        ds = datasets.load_dataset("csv", data_files=str(path), split="train", encoding="utf-8-sig", **tsv)
         if "sentence" in ds.column_names and "sent0" not in ds.column_names:
             ds = ds.rename_column("sentence", "sent0")
     elif suffix == ".jsonl":
