@@ -94,6 +94,9 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
     documents ``{"title", "text"}`` (DeCLUTR). Each needed column becomes a column of token-id
     lists, by default truncated to ``max_length``; a method's ``tokenize_kwargs`` replace that
     (DeCLUTR tokenises whole documents). ``keep_columns`` stay as they are (e.g. titles).
+    Every file is checked first (UTF-8; for ``.csv``/``.tsv`` as many fields per row as the header,
+    :func:`cselab.data.check_training_table`; ``.jsonl`` objects with ``text``): errors name the file
+    and line. A BOM and CRLF line ends are accepted; empty lines of a ``.txt`` are skipped with a warning.
     """
     import datasets
 
