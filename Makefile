@@ -55,6 +55,7 @@ test: $(VENV)/.cselab-dev
 bench: $(VENV)/.cselab-dev
 	$(PY) tests/benchmarks/bench_encode.py
 	$(PY) tests/benchmarks/bench_train.py
+	$(PY) tests/benchmarks/bench_report.py
 
 clean:
 	rm -rf build

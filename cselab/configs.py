@@ -157,11 +157,13 @@ class TrainConfig:
             problems.append(f"margins={margins!r} (must be a tuple of numbers, e.g. (0.005, 0.05))")
         if self.method not in METHODS:
             problems.append(f"method={self.method!r} (choose one of {list(METHODS)})")
-        for name in ("batch_size", "epochs", "max_length", "eval_steps", "save_steps", "log_steps"):
+        for name in ("batch_size", "epochs", "eval_steps", "save_steps", "log_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
-        if self.max_length < 2:
-            problems.append(f"max_length={self.max_length} (must be >= 2)")
+        if self.max_length < 2:  # one message: room for [CLS] and [SEP] at least
+            problems.append(f"max_length={self.max_length} (must be >= 2: the special tokens alone take 2)")
+        if not str(self.train_file).strip():
+            problems.append("train_file='' (give a registry name such as 'wiki1m' or 'nli', or a file path)")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps={self.max_steps} (must be >= 1 or None)")
         if self.max_train_samples is not None and self.max_train_samples < 1:

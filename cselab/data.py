@@ -328,6 +328,37 @@ def read_nli_triplets(path: str | os.PathLike) -> list[tuple[str, str, str]]:
     return triplets
 
 
+def check_training_table(path: str | os.PathLike, delimiter: str = ",") -> list[str]:
+    """Check a training ``.csv`` (``delimiter=","``, quoted fields) or ``.tsv`` (tab, quotes are text)
+    before ``datasets`` reads it, and return its header.
+
+    pandas (under ``datasets``) would silently shift a row with an extra field into an index column
+    and fill a short row with empty values; here every row must have as many fields as the header,
+    the file must be UTF-8 (a BOM and CRLF line ends are fine), and the header names must be
+    distinct. Errors name the file and line. Blank lines are allowed (pandas skips them).
+    """
+    path = Path(path)
+    lines = read_lines(path)
+    tsv = delimiter == "\t"
+    kind, hint = (("tab", "a tab inside a sentence splits it; replace it by a space") if tsv else
+                  ("comma", "put fields that contain commas in double quotes"))
+    if not lines or not lines[0].strip():
+        raise DataFormatError(f"{path}:1: empty header line; the first line must name the columns, e.g. "
+                              + ("'sentence'." if tsv else "'sent0,sent1' or 'sent0,sent1,hard_neg'."))
+    rows = csv.reader([line + "\n" for line in lines], delimiter=delimiter,
+                      quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    header = [h.strip() for h in next(rows)]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataFormatError(f"{path}:1: column name(s) {repeated} appear more than once in the header {header}; "
+                              "rename them so that each column has its own name.")
+    for row in rows:
+        if row and len(row) != len(header):
+            raise DataFormatError(f"{path}:{rows.line_num}: {len(row)} {kind}-separated fields, but the header "
+                                  f"{header} has {len(header)} ({hint}).")
+    return header
+
+
 def read_sentences(path: str | os.PathLike) -> list[str]:
     """One sentence per line (SimCSE's wiki1m format). Empty lines are skipped with a warning."""
     lines = read_lines(path)
@@ -647,10 +678,15 @@ def download(name: str, dest: str | os.PathLike | None = None, *, force: bool = 
             expected = entry.sha256 or _sha256_from_headers(response.headers)
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {name}", disable=not progress) as bar:
+                received = 0
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
+        if total is not None and received != total:  # a connection closed early can look like a clean end
+            raise OSError(f"Download of {source} was interrupted: got {received} of {total} bytes. "
+                          "Nothing was written; try again.")
         if expected and digest.hexdigest() != expected:
             raise OSError(f"Checksum mismatch for {source}: got sha256 {digest.hexdigest()}, expected {expected}. "
                           "Nothing was written; try again (or check the URL).")

@@ -644,6 +644,7 @@ def _load_hf(name_or_path, trust_remote_code: bool, cache_dir, local: bool):
         )
         if not any((path / f).is_file() for f in TOKENIZER_FILES):
             raise no_tokenizer
+        _warn_if_pickle_only(path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
         except (OSError, ValueError, TypeError) as exc:
@@ -663,6 +664,18 @@ def _load_hf(name_or_path, trust_remote_code: bool, cache_dir, local: bool):
         )
     return (_model_without_fake_pooler(AutoModel.from_pretrained, name_or_path, **kwargs),
             AutoTokenizer.from_pretrained(name_or_path, **kwargs))
+
+
+def _warn_if_pickle_only(path: Path) -> None:
+    """Directories cselab writes hold ``model.safetensors``; a local directory with only pickled
+    ``pytorch_model.bin`` weights still loads (many hub models ship only that), with a warning."""
+    if not list(path.glob("*.safetensors")) and list(path.glob("pytorch_model*.bin")):
+        import warnings
+
+        warnings.warn(f"{path} has only pickled weights (pytorch_model.bin), no model.safetensors. transformers "
+                      "unpickles them with torch.load(weights_only=True); load only directories you trust, or "
+                      "convert them once: SentenceEncoder.from_pretrained(path).save_sentence_transformer(new_path) writes "
+                      "model.safetensors.", stacklevel=4)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",

@@ -194,14 +194,14 @@ class TransformersChatBackend:
         import torch
 
         self.model = str(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model, trust_remote_code=False)
         if chat_template is not None:
             self.tokenizer.chat_template = chat_template
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"{self.model}: the tokenizer has no chat template. Use an instruction-tuned "
                              f"(chat) model, or pass chat_template= / --chat-template FILE with a Jinja template.")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.lm = AutoModelForCausalLM.from_pretrained(self.model).to(self.device).eval()
+        self.lm = AutoModelForCausalLM.from_pretrained(self.model, trust_remote_code=False).to(self.device).eval()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:

@@ -9,6 +9,11 @@
 - every ``save_steps``: a resumable checkpoint (:mod:`cselab.checkpoints`); ``resume=True``
   continues from the newest one and gives the same result as an uninterrupted run on CPU;
 - metrics written as they come to ``OUTPUT/metrics.jsonl`` and ``OUTPUT/metrics.csv``;
+- a NaN or infinite loss stops the run with :class:`NonFiniteLossError` naming the first bad step.
+  Each step only records ``torch.isfinite(loss)`` on the device (no host sync); the flags are read
+  at the next logging, evaluation or checkpoint step (which sync anyway), *before* anything is
+  written, and a checkpoint is written only if every parameter is finite. So the newest checkpoint
+  is always a good one, and the error names it;
 - under ``torchrun``: each process takes its slice of the global batch, embeddings are
   gathered with gradient (:mod:`cselab.distributed`) and gradients averaged, as DDP does.
 
@@ -23,10 +28,12 @@ checkpoints carry it; parameters with ``requires_grad=False`` are not optimised.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -94,6 +101,9 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
     needed column becomes a column of token-id lists, by default truncated to ``max_length``; a
     method's ``tokenize_kwargs`` replace that (DeCLUTR tokenises whole documents). ``keep_columns``
     stay as they are (e.g. titles).
+    Every file is checked first (UTF-8; for ``.csv``/``.tsv`` as many fields per row as the header,
+    :func:`cselab.data.check_training_table`; ``.jsonl`` objects with ``text``): errors name the file
+    and line. A BOM and CRLF line ends are accepted; empty lines of a ``.txt`` are skipped with a warning.
     """
     import datasets
 
@@ -104,10 +114,19 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
     elif suffix == ".jsonl" and D.is_graded_jsonl(path):
         ds = datasets.Dataset.from_list(D.read_graded_groups(path))
     elif suffix == ".txt":
-        ds = datasets.load_dataset("text", data_files=str(path), split="train").rename_column("text", "sent0")
+        lines = D.read_lines(path)  # UTF-8 checked first: errors name the file and line
+        blank = sum(not line.strip() for line in lines)
+        # utf-8-sig: a BOM is not part of the first sentence; CRLF line ends are split like LF
+        ds = datasets.load_dataset("text", data_files=str(path), split="train", encoding="utf-8-sig")
+        ds = ds.rename_column("text", "sent0")
+        if blank:
+            warnings.warn(f"{path}: skipped {blank} empty line(s).", stacklevel=2)
+            ds = ds.filter(lambda batch: [bool(t.strip()) for t in batch["sent0"]], batched=True,
+                           desc="Dropping empty lines")
     elif suffix in (".csv", ".tsv"):
+        D.check_training_table(path, "\t" if suffix == ".tsv" else ",")  # errors name the file and line
         tsv = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3 = csv.QUOTE_NONE: quotes are text
-        ds = datasets.load_dataset("csv", data_files=str(path), split="train", **tsv)
+        ds = datasets.load_dataset("csv", data_files=str(path), split="train", encoding="utf-8-sig", **tsv)
         if "sentence" in ds.column_names and "sent0" not in ds.column_names:
             ds = ds.rename_column("sentence", "sent0")
     elif suffix == ".jsonl":
@@ -218,6 +237,36 @@ def lr_multiplier(schedule: str, total: int, cut_frac: float = 0.1, ratio: float
     return factor
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss (or the weights) became NaN or infinite; the message names the step."""
+
+
+def _raise_if_not_finite(flags: list[tuple[int, torch.Tensor]], modules: nn.Module, output_dir: Path,
+                         config: TrainConfig, step: int, *, weights: bool) -> None:
+    """Read the per-step ``isfinite(loss)`` flags (one host sync for all of them) and, before a
+    checkpoint (``weights=True``), check every parameter too; raise naming the first bad step."""
+    if flags:
+        ok = torch.stack([f for _, f in flags]).cpu()
+        bad = [s for (s, _), good in zip(flags, ok.tolist()) if not good]
+        flags.clear()
+    else:
+        bad = []
+    what = "loss"
+    if not bad and weights:
+        finite = torch.stack([torch.isfinite(p).all() for p in modules.parameters()]).all()
+        if not bool(finite):
+            bad, what = [step], "weights"
+    if not bad:
+        return
+    ckpt = latest_checkpoint(output_dir)
+    kept = (f"The last good checkpoint, {ckpt}, is intact: resume=True (--resume) continues from it."
+            if ckpt is not None else "No checkpoint had been written yet.")
+    raise NonFiniteLossError(
+        f"Training {what} became NaN or infinite at step {bad[0]} (method {config.method!r}, "
+        f"learning_rate {config.learning_rate}); stopped at step {step} without writing metrics or a checkpoint "
+        f"for it. {kept} Lower learning_rate, use precision=fp32, or check the training data.")
+
+
 class _Trainable(nn.Module):
     """Encoder weights + method head, one module for optimizer, checkpoints and clipping."""
 
@@ -254,9 +303,17 @@ def _check_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> No
     output_dir.mkdir(parents=True, exist_ok=True)
     probe = output_dir / ".write-test"
     try:
-        probe.write_text("ok")
-        probe.unlink()
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"ok" * 2048)  # 4 KiB and fsync: a full disk fails here, not at the first checkpoint
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"The disk is full: cannot write to the output directory {output_dir}. "
+                                        "Free some space there or choose another output directory.") from None
         raise PermissionError(f"Cannot write to the output directory {output_dir}: {exc}") from None
 
 
@@ -359,6 +416,7 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     if ckpt is not None:  # the loss average since the last log line continues across a resume
         running, count = torch.tensor(running_restored[0], device=device), running_restored[1]
     steps_this_call = 0
+    finite_flags: list[tuple[int, torch.Tensor]] = []  # (step, isfinite(loss)) since the last check
     modules.train()
     while step < total:
         if position >= steps_per_epoch:
@@ -392,12 +450,18 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
             running += loss.detach()  # no host sync here: .item() only when logging
             count += 1
             step, position, steps_this_call = step + 1, position + 1, steps_this_call + 1
+            finite_flags.append((step, torch.isfinite(loss.detach())))  # read at the next check, no sync here
             bar.update(1)
             record = {}
-            if step % config.log_steps == 0 or step == total:
+            logs = step % config.log_steps == 0 or step == total
+            evals = step % config.eval_steps == 0 or step == total
+            saves = (step % config.save_steps == 0 or step == total) and rank == 0
+            if logs or evals or saves:
+                _raise_if_not_finite(finite_flags, modules, output_dir, config, step, weights=saves)
+            if logs:
                 record.update(loss=(running / count).item(), learning_rate=scheduler.get_last_lr()[0])
                 running, count = torch.zeros((), device=device), 0
-            if step % config.eval_steps == 0 or step == total:
+            if evals:
                 score, extra = evaluate()
                 record.update(eval_score=score, **extra)
                 if score > best_score and rank == 0:
@@ -410,7 +474,7 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
                 history.append(record)
                 if rank == 0:
                     _write_metrics(output_dir, history)
-            if (step % config.save_steps == 0 or step == total) and rank == 0:
+            if saves:
                 save_checkpoint(output_dir, modules=modules, optimizer=optimizer, scheduler=scheduler, step=step,
                                 epoch=epoch, position=position,
                                 extra={"history": history, "best_score": best_score, "best_step": best_step,
@@ -441,4 +505,5 @@ def load_or_train(config: TrainConfig, output_dir: str | os.PathLike, **kwargs) 
     return SentenceEncoder.from_pretrained(output_dir / "best")
 
 
-__all__ = ["CheckpointError", "TrainResult", "load_or_train", "load_training_data", "method_dataset", "train"]
+__all__ = ["CheckpointError", "NonFiniteLossError", "TrainResult", "load_or_train", "load_training_data",
+           "method_dataset", "train"]

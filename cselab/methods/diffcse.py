@@ -101,14 +101,15 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
             raise FileNotFoundError(f"{TINY_MLM_DIR} is missing; it ships with the course repository "
                                     "(regenerate it with `python data/make_data.py tiny-mlm`).")
         tokenizer = _wordpiece_tokenizer(TINY_VOCAB)
-        model = AutoModelForMaskedLM.from_pretrained(TINY_MLM_DIR, dtype=torch.float32)
+        model = AutoModelForMaskedLM.from_pretrained(TINY_MLM_DIR, dtype=torch.float32, trust_remote_code=False)
     else:
         from ..encoders import HubUnreachableError
         from ..profiles import hub_reachable
 
         try:  # a local directory or the Hugging Face cache first: works offline
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
-            model = AutoModelForMaskedLM.from_pretrained(name_or_path, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False)
+            model = AutoModelForMaskedLM.from_pretrained(name_or_path, local_files_only=True,
+                                                         trust_remote_code=False)
         except (OSError, ValueError) as exc:  # transformers raises either for a missing/partial model
             if Path(name_or_path).exists():
                 raise FileNotFoundError(f"generator={name_or_path!r}: not a masked-LM directory with its "
@@ -118,8 +119,8 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
                     f"Cannot load the DiffCSE generator {name_or_path!r}: not cached and the hub cannot be "
                     f"reached. Download it where there is a network, or use generator={TINY_MLM!r} "
                     "(profile 'ci').") from None
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            model = AutoModelForMaskedLM.from_pretrained(name_or_path)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+            model = AutoModelForMaskedLM.from_pretrained(name_or_path, trust_remote_code=False)
     check_same_vocabulary(encoder.tokenizer, tokenizer, name_or_path)
     return model.eval()
 
