@@ -26,3 +26,28 @@ def tiny_encoder():
     from cselab import SentenceEncoder
 
     return SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg")
+
+
+@pytest.fixture(scope="module")
+def datasets_cache(tmp_path_factory):
+    """Keep datasets' cache (load_dataset + map results) out of ~/.cache for one test module;
+    modules that train use it with ``pytestmark = pytest.mark.usefixtures("datasets_cache")``."""
+    import datasets.config
+
+    cache = tmp_path_factory.mktemp("hf_datasets")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_DATASETS_CACHE", str(cache))
+        mp.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """The tiny BERT (seed 0) saved as a plain transformers directory."""
+    from cselab.encoders import tiny_bert
+
+    path = tmp_path_factory.mktemp("hf") / "tiny-bert"
+    model, tokenizer = tiny_bert(0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

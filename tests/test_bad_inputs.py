@@ -73,15 +73,7 @@ from cselab.train import load_training_data
 BOM = b"\xef\xbb\xbf"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def datasets_cache(tmp_path_factory):
-    import datasets.config
-
-    cache = tmp_path_factory.mktemp("hf_datasets")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_DATASETS_CACHE", str(cache))
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
-        yield cache
+pytestmark = pytest.mark.usefixtures("datasets_cache")  # conftest.py: a cache per module
 
 
 @pytest.fixture(scope="module")

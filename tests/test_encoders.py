@@ -102,14 +102,6 @@ def with_pooling(tiny):
     tiny.eval()
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    """The tiny BERT (seed 0) saved as a plain transformers directory."""
-    path = tmp_path_factory.mktemp("hf") / "tiny-bert"
-    model, tokenizer = tiny_bert(0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 # ----------------------------------------------------------------------------- pool / masked_mean

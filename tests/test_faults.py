@@ -72,15 +72,7 @@ _rng = random.Random(int(os.environ.get("CSELAB_FAULT_SEED", "8")))
 KILLS = [(_rng.randint(1, 12), "forward"), (_rng.choice([3, 6, 9]), "checkpoint")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def datasets_cache(tmp_path_factory):
-    import datasets.config
-
-    cache = tmp_path_factory.mktemp("hf_datasets")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_DATASETS_CACHE", str(cache))
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
-        yield cache
+pytestmark = pytest.mark.usefixtures("datasets_cache")  # conftest.py: a cache per module
 
 
 def config():

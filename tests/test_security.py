@@ -55,13 +55,6 @@ def test_every_transformers_from_pretrained_passes_trust_remote_code_explicitly(
     assert not offenders, f"from_pretrained without trust_remote_code=False: {offenders}"
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hf") / "tiny-bert"
-    model, tokenizer = tiny_bert(0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_sentence_encoder_passes_trust_remote_code_false_unless_asked(hf_dir, monkeypatch):

@@ -36,16 +36,7 @@ CKPT_FILES = {"model.safetensors", "optimizer.safetensors", "rng.safetensors", "
 
 
 # ------------------------------------------------------------------ helpers and shared runs
-@pytest.fixture(scope="module", autouse=True)
-def datasets_cache(tmp_path_factory):
-    """Keep datasets' cache (load_dataset + map results) out of ~/.cache for this module."""
-    import datasets.config
-
-    cache = tmp_path_factory.mktemp("hf_datasets")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_DATASETS_CACHE", str(cache))
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
-        yield cache
+pytestmark = pytest.mark.usefixtures("datasets_cache")  # conftest.py: a cache per module
 
 
 def ci(preset: str = "unsup-simcse-ci", **values):
