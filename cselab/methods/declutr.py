@@ -31,6 +31,7 @@ pretrained checkpoint when it has them (:func:`load_mlm_head`).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -124,6 +125,7 @@ def load_mlm_head(name_or_path: str, encoder: SentenceEncoder) -> MLMHead:
     return head
 
 
+@functools.lru_cache(maxsize=8)  # called every training step: tokenise the probe once per tokenizer
 def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
     """The ids the tokenizer puts before and after one sequence (e.g. [CLS] / [SEP])."""
     bare = tokenizer("a", add_special_tokens=False)["input_ids"]
