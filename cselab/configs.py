@@ -96,6 +96,13 @@ class TrainConfig:
         freeze_embeddings: NGCSE: freeze the encoder's embedding layer (official: True).
         pair_template: NGCSE with ``mask`` pooling: the second view of an unsupervised pair uses
             the official pair template (``this sentence of "x" means [MASK]``; True).
+        length_bucketing: speed option, 0 = off (the official order). N > 0: each pool of N global
+            batches of the shuffled order is sorted by token length, cut into batches, and the
+            batches of a pool shuffled (:func:`cselab.train.length_bucketed_order`), so a batch pads
+            to little more than its own length. It changes which sentences are in-batch negatives
+            (similar lengths), hence the results: README "Speed" gives the measured effect.
+        compile: speed option: ``torch.compile`` the encoder's forward (dynamic shapes). Same
+            weights and checkpoints; the first steps are slower while it compiles.
     """
 
     method: str = "unsup-simcse"
@@ -144,6 +151,8 @@ class TrainConfig:
     positive_index: int | None = None
     freeze_embeddings: bool = True
     pair_template: bool = True
+    length_bucketing: int = 0
+    compile: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -224,7 +233,11 @@ class TrainConfig:
                 self.positive_index, int) or self.positive_index < 1):
             problems.append(f"positive_index={self.positive_index!r} (must be an integer >= 1, 1 = level '5', "
                             "or None for the official 2 if K > 3 else 1)")
-        for name in ("freeze_embeddings", "pair_template"):
+        if isinstance(self.length_bucketing, bool) or not isinstance(self.length_bucketing, int) or \
+                self.length_bucketing < 0:
+            problems.append(f"length_bucketing={self.length_bucketing!r} (must be an integer >= 0: batches per "
+                            "sorted pool, 0 = off)")
+        for name in ("freeze_embeddings", "pair_template", "compile"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}={getattr(self, name)!r} (must be True or False)")
         if problems:

@@ -410,16 +410,18 @@ class SentenceEncoder(nn.Module):
 
     def collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """Right-pad token id lists into tensors on the encoder's device. Returns (batch, seq) tensors."""
-        longest = max(len(x) for x in ids)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(ids), longest), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(ids), longest), dtype=torch.long)
-        for row, x in enumerate(ids):
-            input_ids[row, : len(x)] = torch.as_tensor(x, dtype=torch.long)
-            attention_mask[row, : len(x)] = 1
+        lengths = torch.tensor([len(x) for x in ids])  # (batch,)
+        # one flat tensor and one scatter instead of a Python loop of row copies (a step pads 2B rows)
+        flat = torch.tensor([t for x in ids for t in x], dtype=torch.long)
+        attention_mask = (torch.arange(int(lengths.max())) < lengths[:, None]).long()  # (batch, seq)
+        input_ids = torch.full(attention_mask.shape, pad_id, dtype=torch.long)
+        input_ids[attention_mask.bool()] = flat
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in getattr(self.tokenizer, "model_input_names", ()):
             batch["token_type_ids"] = torch.zeros_like(input_ids)
+        if self.device.type == "cuda":  # page-locked host memory: the copy runs asynchronously
+            return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def encode(self, sentences: Sequence[str], batch_size: int = 128, max_length: int | None = None,

@@ -165,6 +165,42 @@ def method_dataset(config: TrainConfig, encoder: SentenceEncoder, method: nn.Mod
     return dataset
 
 
+def row_lengths(dataset, columns: tuple[str, ...]) -> list[int]:
+    """Token count of each training row, summed over the method's token-id columns."""
+    lengths = [0] * len(dataset)
+    for column in columns:
+        for i, ids in enumerate(dataset[column]):
+            lengths[i] += len(ids) if ids is not None else 0
+    return lengths
+
+
+def length_bucketed_order(order: list[int], lengths: list[int], batch_size: int, pool_batches: int,
+                          seed: int) -> list[int]:
+    """Reorder a shuffled ``order`` so that each batch holds rows of similar length.
+
+    The order is cut into pools of ``pool_batches * batch_size`` rows; each pool is sorted by
+    ``lengths`` (stable), cut into batches, and its full batches are shuffled (generator seeded with
+    ``seed``). A last incomplete batch stays last, so batch boundaries are those of ``order``. Every
+    row appears exactly once; ``pool_batches=1`` keeps each batch's rows (only their order changes).
+    Larger pools pad less but make batches more alike in length, i.e. in-batch negatives of similar
+    length -- a different training signal from the paper's random batches.
+    """
+    if pool_batches < 1 or batch_size < 1:
+        raise ValueError(f"pool_batches and batch_size must be >= 1, got {pool_batches} and {batch_size}.")
+    generator = torch.Generator().manual_seed(seed)
+    pool_size = pool_batches * batch_size
+    out: list[int] = []
+    for start in range(0, len(order), pool_size):
+        pool = sorted(order[start:start + pool_size], key=lambda i: lengths[i])
+        batches = [pool[j:j + batch_size] for j in range(0, len(pool), batch_size)]
+        tail = [batches.pop()] if len(batches[-1]) < batch_size else []
+        for k in torch.randperm(len(batches), generator=generator).tolist():
+            out.extend(batches[k])
+        for batch in tail:
+            out.extend(batch)
+    return out
+
+
 def evaluation_pairs(config: TrainConfig, data_dir=None) -> D.ScoredPairs:
     return D.read_stsb("dev", data_dir) if config.eval_data == "stsb-dev" else D.read_scored_pairs()
 
@@ -353,6 +389,9 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     method = (method if method is not None else build_method(config, encoder)).to(device)
     modules = _Trainable(encoder, method)
     dataset = method_dataset(config, encoder, method, data_dir)
+    lengths = row_lengths(dataset, method.columns) if config.length_bucketing else None
+    if config.compile:  # in place: parameter names, state_dict and checkpoints stay those of the plain model
+        encoder.model.compile(dynamic=True)
     pairs = evaluation_pairs(config, data_dir)
     if rank == 0:  # only once model and data loaded: a failed start must not claim the folder
         (output_dir / CONFIG_FILE).write_text(config.to_json(), "utf-8")
@@ -422,6 +461,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
         if position >= steps_per_epoch:
             epoch, position = epoch + 1, 0
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+        if config.length_bucketing:  # a function of (seed, epoch) alone, so a resume finds the same batches
+            order = length_bucketed_order(order, lengths, global_batch, config.length_bucketing, config.seed + epoch)
         if position == 0 and hasattr(method, "on_epoch_start"):  # e.g. ESimCSE empties its queue
             method.on_epoch_start(epoch)
         while position < steps_per_epoch and step < total:
@@ -505,5 +546,5 @@ def load_or_train(config: TrainConfig, output_dir: str | os.PathLike, **kwargs) 
     return SentenceEncoder.from_pretrained(output_dir / "best")
 
 
-__all__ = ["CheckpointError", "NonFiniteLossError", "TrainResult", "load_or_train", "load_training_data",
-           "method_dataset", "train"]
+__all__ = ["CheckpointError", "NonFiniteLossError", "TrainResult", "length_bucketed_order", "load_or_train",
+           "load_training_data", "method_dataset", "row_lengths", "train"]

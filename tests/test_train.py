@@ -927,3 +927,73 @@ def test_declutr_paper_presets_run_on_the_tiny_model(tmp_path, name):
     assert lrs[-1] == pytest.approx(5e-5 / 32)  # slanted triangular: back to lr / ratio at the end
     best = SentenceEncoder.from_pretrained(tmp_path / "run" / "best")
     assert best.pooling == "avg" and best.projector is None
+
+
+# ------------------------------------------------------------------ speed options (issue 8)
+def test_length_bucketed_order_by_hand():
+    # 10 rows, batches of 2, pools of 2 batches: pools [7,1,4,0] [9,2,5,3] [8,6] (order cut in 4s)
+    order = [7, 1, 4, 0, 9, 2, 5, 3, 8, 6]
+    lengths = [5, 1, 9, 2, 7, 3, 8, 4, 6, 0]  # length of row i
+    got = T.length_bucketed_order(order, lengths, batch_size=2, pool_batches=2, seed=0)
+    batches = [got[i:i + 2] for i in range(0, 10, 2)]
+    # pool 1: rows 7,1,4,0 have lengths 4,1,7,5 -> sorted 1,7,0,4 -> batches {1,7} {0,4}
+    # pool 2: rows 9,2,5,3 have lengths 0,9,3,2 -> sorted 9,3,5,2 -> batches {9,3} {5,2}; pool 3: {8,6}
+    assert sorted(map(sorted, batches[:2])) == [[0, 4], [1, 7]]
+    assert sorted(map(sorted, batches[2:4])) == [[2, 5], [3, 9]]
+    assert sorted(batches[4]) == [6, 8]
+    assert sorted(got) == list(range(10))
+    assert got == T.length_bucketed_order(order, lengths, 2, 2, seed=0)  # deterministic
+
+
+def test_length_bucketed_order_keeps_an_incomplete_batch_last_and_pads_less():
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(3, 33, (1003,), generator=g).tolist()
+    order = torch.randperm(1003, generator=g).tolist()
+    got = T.length_bucketed_order(order, lengths, batch_size=64, pool_batches=8, seed=5)
+    assert sorted(got) == list(range(1003))
+    # pools of 512 rows: the second holds 491 = 7 batches + 43 rows, its 43 longest come last
+    assert got[-43:] == sorted(order[512:], key=lambda i: lengths[i])[-43:]
+
+    def padded(o):  # padding tokens when every batch pads to its own longest row
+        return sum(max(lengths[i] for i in o[s:s + 64]) * len(o[s:s + 64]) - sum(lengths[i] for i in o[s:s + 64])
+                   for s in range(0, len(o), 64))
+
+    assert padded(got) < padded(order) / 4
+    # one batch per pool: the same rows in each batch, only reordered within it
+    same = T.length_bucketed_order(order, lengths, 64, 1, seed=5)
+    assert [sorted(same[s:s + 64]) for s in range(0, 1003, 64)] == [sorted(order[s:s + 64]) for s in range(0, 1003, 64)]
+
+
+def test_length_bucketing_rejects_bad_values():
+    with pytest.raises(ValueError, match="length_bucketing=-1"):
+        ci(length_bucketing=-1)
+    with pytest.raises(ValueError, match="pool_batches"):
+        T.length_bucketed_order([0, 1], [1, 1], 2, 0, 0)
+
+
+def test_length_bucketing_trains_and_resumes_identically(tmp_path):
+    config = ci(length_bucketing=4)
+    whole = train(config, tmp_path / "whole", progress=False)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, progress=False, stop_after=4)
+    assert_same_result(train(config, out, resume=True, progress=False), whole)
+    plain = train(ci(), tmp_path / "plain", progress=False)
+    assert [r["loss"] for r in whole.history if "loss" in r] != [r["loss"] for r in plain.history if "loss" in r]
+
+
+def test_the_encoder_uses_pytorch_sdpa_attention():
+    assert SentenceEncoder.from_pretrained("cselab/tiny").model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.slow
+def test_compile_gives_the_eager_losses_without_dropout(tmp_path):
+    # dropout off: inductor draws dropout masks from its own RNG, so with dropout only the
+    # distribution (not the masks) matches eager mode
+    values = dict(max_steps=3, eval_steps=3, save_steps=3, dropout=0.0)
+    eager = train(ci(**values), tmp_path / "eager", progress=False)
+    compiled = train(ci(**values, compile=True), tmp_path / "compiled", progress=False)
+    assert_same_history(compiled.history, eager.history)
+    keys = set(load_file(latest_checkpoint(tmp_path / "compiled") / "model.safetensors"))
+    assert keys == set(load_file(latest_checkpoint(tmp_path / "eager") / "model.safetensors"))
+    assert not any("_orig_mod" in k for k in keys)

@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
         from transformers import BertConfig, BertModel
 
         torch.manual_seed(0)
-        model = BertModel(BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id))
+        model = BertModel(BertConfig(vocab_size=30522, pad_token_id=tokenizer.pad_token_id))  # BERT-base vocabulary size
         what = "random-init BERT-base shape"
     n = (args.steps + 3) * args.batch_size
     data = sentences(n)
