@@ -100,7 +100,7 @@ class TrainConfig:
             batches of the shuffled order is sorted by token length, cut into batches, and the
             batches of a pool shuffled (:func:`cselab.train.length_bucketed_order`), so a batch pads
             to little more than its own length. It changes which sentences are in-batch negatives
-            (similar lengths), hence the results: README "Speed" gives the measured effect.
+            (similar lengths), hence the results: README "Speed options" gives the measured effect.
         compile: speed option: ``torch.compile`` the encoder's forward (dynamic shapes). Same
             weights and checkpoints; the first steps are slower while it compiles, and dropout masks
             come from inductor's generator, not eager mode's. Measured no faster for BERT-base at
