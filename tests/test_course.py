@@ -106,14 +106,10 @@ def _solution_body(source: str) -> list[str]:
             if line.strip() and not line.strip().startswith("#")]
 
 
-@pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
-def test_student_copy_hides_every_solution_and_the_checks_say_not_implemented(path, tmp_path):
-    original = read_notebook(path)
-    labels = exercise_labels(original, path.name)
-    copy = nbformat.read(str(student_copy(path, tmp_path)), as_version=4)
-    nbformat.validate(copy)
-    assert len(copy.cells) == len(original.cells) and labels, f"{path.name} has no exercise"
-    for i, (before, after) in enumerate(zip(original.cells, copy.cells)):
+def exercise_cells(original, copy, labels):
+    """Check that every cell but the exercise solutions is unchanged (code without outputs), and yield
+    ``(index, before, after)`` for the exercise cells."""
+    for i, (before, after) in enumerate(zip(original.cells, copy.cells, strict=True)):
         if before.cell_type != "code":
             assert after == before
             continue
@@ -121,6 +117,17 @@ def test_student_copy_hides_every_solution_and_the_checks_say_not_implemented(pa
         if i not in labels:
             assert after.source == before.source
             continue
+        yield i, before, after
+
+
+@pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
+def test_student_copy_hides_every_solution_and_the_checks_say_not_implemented(path, tmp_path):
+    original = read_notebook(path)
+    labels = exercise_labels(original, path.name)
+    copy = nbformat.read(str(student_copy(path, tmp_path)), as_version=4)
+    nbformat.validate(copy)
+    assert len(copy.cells) == len(original.cells) and labels, f"{path.name} has no exercise"
+    for i, before, after in exercise_cells(original, copy, labels):
         assert "SOLUTION" not in after.source and stub_line(labels[i]) in after.source
         ast.parse(after.source)  # still valid Python
         for line in _solution_body(before.source):  # none of the solution's own lines survives
@@ -140,14 +147,7 @@ def test_solutions_copy_keeps_the_solutions_without_markers(path, tmp_path):
     labels = exercise_labels(original, path.name)
     copy = nbformat.read(str(solutions_copy(path, tmp_path)), as_version=4)
     nbformat.validate(copy)
-    for i, (before, after) in enumerate(zip(original.cells, copy.cells, strict=True)):
-        if before.cell_type != "code":
-            assert after == before
-            continue
-        assert after.outputs == [] and after.execution_count is None
-        if i not in labels:
-            assert after.source == before.source
-            continue
+    for i, before, after in exercise_cells(original, copy, labels):
         assert "SOLUTION" not in after.source
         ast.parse(after.source)
         kept = [line for line in before.source.splitlines() if line.strip() not in (BEGIN, END)]
