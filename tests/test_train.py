@@ -49,13 +49,14 @@ def comparable(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-def assert_same_history(got, want):
+def assert_same_history(got, want, rel: float = 0.0):
+    """Same rows and keys; floats to 1e-6 absolute (plus `rel` relative where the two runs round differently)."""
     got, want = comparable(got), comparable(want)
     assert [sorted(r) for r in got] == [sorted(r) for r in want]
     for a, b in zip(got, want):
         for key, value in b.items():
             if isinstance(value, float):
-                assert a[key] == pytest.approx(value, rel=0, abs=1e-6), (b["step"], key)
+                assert a[key] == pytest.approx(value, rel=rel, abs=1e-6), (b["step"], key)
             else:
                 assert a[key] == value, (b["step"], key)
 
@@ -993,7 +994,9 @@ def test_compile_gives_the_eager_losses_without_dropout(tmp_path):
     values = dict(max_steps=3, eval_steps=3, save_steps=3, dropout=0.0)
     eager = train(ci(**values), tmp_path / "eager", progress=False)
     compiled = train(ci(**values, compile=True), tmp_path / "compiled", progress=False)
-    assert_same_history(compiled.history, eager.history)
+    # inductor fuses and reorders float32 sums: a few ulps apart (0.7e-6 on a loss of 2.4 was seen), so a
+    # relative tolerance of 1e-5; a wrong graph is off by far more
+    assert_same_history(compiled.history, eager.history, rel=1e-5)
     keys = set(load_file(latest_checkpoint(tmp_path / "compiled") / "model.safetensors"))
     assert keys == set(load_file(latest_checkpoint(tmp_path / "eager") / "model.safetensors"))
     assert not any("_orig_mod" in k for k in keys)
