@@ -120,12 +120,18 @@ def exercise_cells(original, copy, labels):
         yield i, before, after
 
 
-@pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
-def test_student_copy_hides_every_solution_and_the_checks_say_not_implemented(path, tmp_path):
+def original_and_copy(path, make_copy, tmp_path):
+    """The chapter, its exercise labels, and the copy ``make_copy`` writes (validated nbformat)."""
     original = read_notebook(path)
     labels = exercise_labels(original, path.name)
-    copy = nbformat.read(str(student_copy(path, tmp_path)), as_version=4)
+    copy = nbformat.read(str(make_copy(path, tmp_path)), as_version=4)
     nbformat.validate(copy)
+    return original, labels, copy
+
+
+@pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
+def test_student_copy_hides_every_solution_and_the_checks_say_not_implemented(path, tmp_path):
+    original, labels, copy = original_and_copy(path, student_copy, tmp_path)
     assert len(copy.cells) == len(original.cells) and labels, f"{path.name} has no exercise"
     for i, before, after in exercise_cells(original, copy, labels):
         assert "SOLUTION" not in after.source and stub_line(labels[i]) in after.source
@@ -143,10 +149,7 @@ def test_student_copy_hides_every_solution_and_the_checks_say_not_implemented(pa
 
 @pytest.mark.parametrize("path", chapters(), ids=lambda p: p.stem)
 def test_solutions_copy_keeps_the_solutions_without_markers(path, tmp_path):
-    original = read_notebook(path)
-    labels = exercise_labels(original, path.name)
-    copy = nbformat.read(str(solutions_copy(path, tmp_path)), as_version=4)
-    nbformat.validate(copy)
+    original, labels, copy = original_and_copy(path, solutions_copy, tmp_path)
     for i, before, after in exercise_cells(original, copy, labels):
         assert "SOLUTION" not in after.source
         ast.parse(after.source)
