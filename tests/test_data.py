@@ -1171,3 +1171,18 @@ def test_graded_groups_read_the_records_cselab_generate_writes(tmp_path):
                          (nli, _graded(sent0="A man cooks .", level5="Someone cooks .", level4="Nobody cooks ."))):
         path = _write(tmp_path / f"{record['pattern']}.jsonl", json.dumps(record) + "\n")
         assert D.read_graded_groups(path) == [want] and D.is_graded_jsonl(path)
+
+
+def test_training_text_prefers_real_data_then_the_shipped_files(tmp_path):
+    from cselab.data import COURSE_DATA_DIR, training_text
+
+    assert training_text("unlabeled", tmp_path / "absent") == (COURSE_DATA_DIR / "toy_corpus.tsv",
+                                                                "the course's toy corpus (shipped)")
+    (tmp_path / "unsup").mkdir()
+    (tmp_path / "unsup" / "wiki1m_for_simcse.txt").write_text("a\n")
+    assert training_text("unlabeled", tmp_path)[0] == tmp_path / "unsup" / "wiki1m_for_simcse.txt"
+    (tmp_path / "unsup" / "wiki_sample.txt").write_text("b\n")  # the sample comes first
+    assert training_text("unlabeled", tmp_path)[0] == tmp_path / "unsup" / "wiki_sample.txt"
+    assert training_text("nli", tmp_path)[0] == COURSE_DATA_DIR / "toy_nli.csv"
+    with pytest.raises(ValueError, match="choose one of"):
+        training_text("docs", tmp_path)

@@ -627,3 +627,17 @@ def test_rfd_of_unsupervised_and_nli_data_for_the_tiny_encoder():
     # the paper's ordering (official logs: supervised NLI +0.074 > dropout on Wiki -0.149): a dropout pair is
     # easier to align than an NLI paraphrase. Measured here: unsup -0.0544, NLI -0.0012.
     assert got["nli"]["rfd_a"] > got["unsup"]["rfd_a"] + 0.02
+
+
+def test_word_overlap_scores_by_hand():
+    from cselab.data import ScoredPairs
+    from cselab.evaluate import word_overlap_scores, word_overlap_spearman
+
+    pairs = ScoredPairs(["a dog runs", "a cat"], ["A dog sleeps", "the moon"], [4.0, 0.0])
+    # BoW: {a, dog, runs} . {a, dog, sleeps} = 2 of sqrt(3 * 3); no shared word in the second pair
+    np.testing.assert_allclose(word_overlap_scores(pairs, idf=False), [2 / 3, 0.0])
+    # TF-IDF over the 4 distinct sentences: idf(a) = log(4/3) (3 contain "a"), idf(dog) = log(4/2),
+    # the rest log(4/1); cos = (ia^2 + id^2) / (ia^2 + id^2 + ir^2)
+    ia, idog, i1 = math.log(4 / 3), math.log(2), math.log(4)
+    np.testing.assert_allclose(word_overlap_scores(pairs)[0], (ia ** 2 + idog ** 2) / (ia ** 2 + idog ** 2 + i1 ** 2))
+    assert word_overlap_spearman(pairs) == pytest.approx(100.0)

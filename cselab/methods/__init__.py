@@ -43,7 +43,8 @@ def build_method(config, encoder):
     if config.method == "ngcse":  # the levels narrow to those of the training data (NGCSE.prepare_dataset)
         return NGCSE(encoder, levels=LEVEL_COLUMNS, temperature=config.temperature, margins=config.margins,
                      beta=config.beta, positive_index=config.positive_index, pooler_type=config.pooler_type,
-                     freeze_embeddings=config.freeze_embeddings, pair_template=config.pair_template)
+                     freeze_embeddings=config.freeze_embeddings, pair_template=config.pair_template,
+                     aigen_batch_size=config.aigen_batch_size)
     raise ValueError(f"Unknown method {config.method!r}.")
 
 

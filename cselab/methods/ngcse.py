@@ -44,9 +44,15 @@ evaluation encoder returns the raw ``[MASK]`` (:class:`cselab.encoders.PromptEnc
 position, token-type embeddings and their LayerNorm) gets ``requires_grad=False``, so the trainer
 does not optimise it.
 
-Not reproduced (documented choices): the official collator caches *aigen* rows across loader
-batches until there are >= 48 (reference §8.1); here a batch holds whatever rows the trainer
-draws. The official code has no multi-GPU path; neither has this one (it raises under torchrun).
+Batches (reference §8.1, official ``OurDataCollatorWithPadding``, the active path with
+``combine_training=True``): :meth:`NGCSE.compose_batches` keeps the *aigen* rows of each drawn
+batch aside until at least ``aigen_batch_size`` (48) are waiting, then sends all of them in one
+step together with that step's *other* rows; other steps carry only *other* rows. So with many
+unsupervised rows and few generated groups, the HT loss is active on some steps only, each time
+over >= 48 groups. One difference, for exact resumption: the official cache is a class attribute
+that lives across epochs; here the groups still waiting at the end of an epoch join its last step.
+
+The official code has no multi-GPU path; neither has this one (it raises under torchrun).
 """
 from __future__ import annotations
 
@@ -74,6 +80,32 @@ def ngcse_head(hidden_size: int, std: float = 6e-3) -> nn.Linear:
     return linear
 
 
+def compose_aigen_batches(batches: Sequence[Sequence[int]], is_aigen: Sequence[bool],
+                          aigen_batch_size: int) -> list[list[int]]:
+    """The official collator's batches: aigen rows wait until ``aigen_batch_size`` are cached (§8.1).
+
+    ``batches`` are the row indices the trainer drew for each step of an epoch; ``is_aigen[i]``
+    says whether row ``i`` is a generated group. Step ``j`` gets every *other* row of drawn batch
+    ``j``, plus the whole cache of aigen rows once it holds >= ``aigen_batch_size`` (cached rows
+    first, as the official ``features = aigen_cache + other_cache``). The last step also takes
+    whatever is still cached. Returns one list per drawn batch.
+    """
+    composed, cache = [], []
+    for j, batch in enumerate(batches):
+        others = [i for i in batch if not is_aigen[i]]
+        cache += [i for i in batch if is_aigen[i]]
+        if cache and (len(cache) >= aigen_batch_size or j == len(batches) - 1):
+            composed.append(cache + others)
+            cache = []
+        else:
+            composed.append(others)
+        if not composed[-1]:
+            raise ValueError(f"step {j} of the epoch would be empty: its {len(batch)} rows are all generated groups "
+                             f"and fewer than aigen_batch_size={aigen_batch_size} are cached. Use a batch_size >= "
+                             f"aigen_batch_size, or lower aigen_batch_size.")
+    return composed
+
+
 def default_positive_index(k: int) -> int:
     """The official InfoNCE positive of a K-sentence group: ``2 if K > 3 else 1`` (reference §8.3)."""
     return 2 if k > 3 else 1
@@ -99,13 +131,19 @@ class NGCSE(nn.Module):
         pair_template: with ``mask`` pooling, wrap the second view of an *other* pair in the
             official pair template (``of`` instead of ``:``); False uses the main template for both.
         head_std: std of the Linear head's normal initialisation (6e-3).
+        aigen_batch_size: generated groups are held back until this many can go in one step
+            (official 48; 0 or 1 = send them as drawn). See :meth:`compose_batches`.
     """
 
     def __init__(self, encoder: SentenceEncoder, levels: Sequence[str] = LEVEL_COLUMNS, temperature: float = 0.05,
                  margins: Sequence[float] = (5e-3, 5e-2), beta: float = 1.0, positive_index: int | None = None,
                  pooler_type: str = "cls", freeze_embeddings: bool = True, pair_template: bool = True,
-                 head_std: float = 6e-3) -> None:
+                 head_std: float = 6e-3, aigen_batch_size: int = 48) -> None:
         super().__init__()
+        if isinstance(aigen_batch_size, bool) or not isinstance(aigen_batch_size, int) or aigen_batch_size < 0:
+            raise ValueError(f"aigen_batch_size must be an integer >= 0, got {aigen_batch_size!r}.")
+        self.aigen_batch_size = aigen_batch_size
+        self._aigen_rows: tuple[int, list[bool]] | None = None  # (id of the dataset, is_aigen per row)
         if pooler_type not in NGCSE_POOLER_TYPES:
             raise ValueError(f"pooler_type={pooler_type!r}; choose one of {list(NGCSE_POOLER_TYPES)}.")
         if isinstance(levels, str):
@@ -179,6 +217,17 @@ class NGCSE(nn.Module):
         if tuple(present) != self.levels:
             self._set_levels(tuple(present))
         return dataset
+
+    def compose_batches(self, batches: list[list[int]], dataset) -> list[list[int]]:
+        """The trainer's hook: regroup one epoch's drawn batches as the official collator does."""
+        if not self.levels or self.aigen_batch_size <= 1:
+            return batches
+        if self._aigen_rows is None or self._aigen_rows[0] != id(dataset):
+            column = self.levels[0]  # split_rows checks, per batch, that a row has all levels or none
+            flags = [not self._is_empty(ids) for batch in dataset.select_columns([column]).iter(batch_size=4096)
+                     for ids in batch[column]]
+            self._aigen_rows = (id(dataset), flags)
+        return compose_aigen_batches(batches, self._aigen_rows[1], self.aigen_batch_size)
 
     # ------------------------------------------------------------------ rows -> groups
     def _is_empty(self, ids: Sequence[int]) -> bool:
