@@ -694,4 +694,6 @@ def _model_without_fake_pooler(load, name_or_path, **kwargs):
     model, info = load(name_or_path, output_loading_info=True, **kwargs)
     if any(key.split(".")[0] == "pooler" or ".pooler." in f".{key}" for key in info.get("missing_keys", ())):
         model.pooler = None
+    if next(model.parameters()).dtype in (torch.float16, torch.bfloat16):
+        model = model.float()  # a checkpoint saved in float16: CPU training in half precision gives NaN losses
     return model

@@ -776,7 +776,7 @@ def check_hierarchical_triplet_loss(fn: Callable) -> None:
          "ReLU(s_{k+1} - s_k + m), which is zero once s_k >= s_{k+1} + m."),
         (lambda a, l, m: _ht_variant(a, l, m, reuse_last=False), "when there are fewer margins than adjacent pairs, "
          "reuse the LAST margin (official margins[min(k, len - 1)])."),
-    ], tol=1e-8)
+    ], tol=1e-6)  # float64 inputs; a float32 accumulator is still a correct answer
 
 
 def _jaccard(answer: str, source: str) -> float:

@@ -790,3 +790,18 @@ def test_prompt_encoder_save_and_load_round_trip(tiny, tmp_path):
     # a plain encoder's save writes no prompt file
     assert not (SentenceEncoder(tiny.model, tiny.tokenizer, "avg").save_sentence_transformer(
         tmp_path / "plain") / enc.PROMPT_FILE).exists()
+
+
+def test_a_float16_checkpoint_loads_in_float32(tmp_path):
+    """Weights saved in half precision are computed in fp32 (CPU training in fp16 turns losses into NaN)."""
+    from cselab.encoders import tiny_bert
+
+    model, tokenizer = tiny_bert(0)
+    model.half().save_pretrained(tmp_path / "half")
+    tokenizer.save_pretrained(tmp_path / "half")
+    loaded = cselab.SentenceEncoder.from_pretrained(tmp_path / "half", pooling="avg")
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    want = tiny_bert(0)[0].half().float()  # the same weights rounded to fp16, in fp32
+    for name, p in want.named_parameters():
+        if not name.startswith("pooler."):
+            assert torch.equal(loaded.model.state_dict()[name], p.detach()), name

@@ -112,6 +112,7 @@ def load_mlm_head(name_or_path: str, encoder: SentenceEncoder) -> MLMHead:
     try:
         masked_lm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True,
                                                                trust_remote_code=False)
+        masked_lm = masked_lm.float()  # a float16 checkpoint: compute in fp32
     except (OSError, ValueError) as exc:
         warnings.warn(f"DeCLUTR: no masked-LM checkpoint at {name_or_path!r} ({exc}); the MLM head starts "
                       "from random weights.", stacklevel=2)

@@ -109,7 +109,7 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
         try:  # a local directory or the Hugging Face cache first: works offline
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False)
             model = AutoModelForMaskedLM.from_pretrained(name_or_path, local_files_only=True,
-                                                         trust_remote_code=False)
+                                                         trust_remote_code=False).float()
         except (OSError, ValueError) as exc:  # transformers raises either for a missing/partial model
             if Path(name_or_path).exists():
                 raise FileNotFoundError(f"generator={name_or_path!r}: not a masked-LM directory with its "

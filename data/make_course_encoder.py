@@ -1,0 +1,153 @@
+"""Experiment toward a small pre-trained encoder for the `ci` profile (not shipped yet; see data/README.md).
+
+Route "distil a small bidirectional encoder from SmolLM2": a 4-layer BERT over the course's
+8,000-piece vocabulary learns, on unlabeled offline sentences only,
+
+  * to map its mean-pooled sentence vector (through a linear map) onto the sentence embedding of a
+    real pre-trained LM, SmolLM2-135M-Instruct with a PromptEOL prompt (Jiang et al. 2023:
+    `This sentence : "x" means in one word:"`, last layer, last token), by cosine distance; and
+  * masked language modelling (BERT masking, 15 %), so the same weights serve as an MLM (DiffCSE's
+    generator, DeCLUTR's MLM head).
+
+No STS or SICK sentence and no similarity label is used: the teacher embeds the training sentences
+themselves. Two steps, both seeded:
+
+  python data/make_course_encoder.py teacher --sentences S.txt [S2.txt ...] --n 12000 --out build/enc/teacher.npz
+  python data/make_course_encoder.py student --teacher build/enc/teacher.npz --steps 1500 --out build/enc/student
+
+`teacher` keeps sentences of 4-40 words, removes duplicates, shuffles with random.Random(0), takes the
+first N and embeds them (a few sentences per second on 2 CPU cores: the slow step). `student` trains
+and saves the BertForMaskedLM in float16 with its tokenizer files.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PROMPT = 'This sentence : "{}" means in one word:"'  # PromptEOL
+
+
+def read_sentences(paths: list[str], n: int) -> list[str]:
+    lines = [line.strip() for path in paths for line in open(path, encoding="utf-8") if line.strip()]
+    pool = list(dict.fromkeys(s for s in lines if 4 <= len(s.split()) <= 40))
+    random.Random(0).shuffle(pool)
+    return pool[:n]
+
+
+def teacher(args) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cselab.llm_backends import _quiet_loading, resolve_chat_model
+
+    torch.manual_seed(0)
+    sentences = read_sentences(args.sentences, args.n)
+    folder, gguf, label = resolve_chat_model("smollm2-135m-instruct")
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf, trust_remote_code=False)
+    with _quiet_loading(True):
+        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, trust_remote_code=False).eval()
+    tok.padding_side = "left"  # the last position is every prompt's last token
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    prompts = [PROMPT.format(s) for s in sentences]
+    order = np.argsort([len(p) for p in prompts])  # similar lengths per batch: less padding
+    out = np.zeros((len(prompts), lm.config.hidden_size), dtype=np.float32)
+    start = time.time()
+    with torch.inference_mode():
+        for i in range(0, len(order), args.batch_size):
+            idx = order[i:i + args.batch_size]
+            batch = tok([prompts[j] for j in idx], return_tensors="pt", padding=True, truncation=True, max_length=64)
+            out[idx] = lm.model(**batch).last_hidden_state[:, -1].float().numpy()  # (b, 576)
+            if i % (args.batch_size * 20) == 0:
+                print(f"{i}/{len(order)} sentences, {time.time() - start:.0f} s", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, embeddings=out, sentences=np.array(sentences, dtype=object), teacher=label)
+    print(f"{len(sentences)} sentences embedded by {label} in {time.time() - start:.0f} s -> {args.out}")
+
+
+def student(args) -> None:
+    from transformers import BertConfig, BertForMaskedLM
+
+    from cselab.augment import mask_tokens
+    from cselab.encoders import TINY_VOCAB, _wordpiece_tokenizer
+
+    torch.manual_seed(0)
+    data = np.load(args.teacher, allow_pickle=True)
+    target = torch.from_numpy(data["embeddings"])  # (n, 576)
+    sentences = [str(s) for s in data["sentences"]]
+    tok = _wordpiece_tokenizer(TINY_VOCAB)
+    config = BertConfig(vocab_size=len(tok), hidden_size=args.hidden, num_hidden_layers=args.layers,
+                        num_attention_heads=args.hidden // 64, intermediate_size=4 * args.hidden,
+                        max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    model = BertForMaskedLM(config)
+    proj = torch.nn.Linear(args.hidden, target.shape[1])  # student space -> teacher space; not saved
+    params = list(model.parameters()) + list(proj.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    warmup = max(1, args.steps // 30)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / args.steps))
+    ids = tok(sentences, truncation=True, max_length=args.max_length)["input_ids"]
+    draw = torch.Generator().manual_seed(0)
+    start = time.time()
+    model.train()
+    for step in range(args.steps):
+        idx = torch.randint(len(ids), (args.batch_size,), generator=draw)
+        rows = [ids[i] for i in idx]
+        width = max(map(len, rows))
+        x = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])  # (b, L)
+        mask = (x != tok.pad_token_id).long()
+        # one forward pass on the masked sentence serves both losses (masking doubles as noise for the
+        # distillation); the MLM logits are computed at the masked positions only
+        masked, labels = mask_tokens(x.clone(), tok, 0.15, attention_mask=mask, generator=draw)
+        hidden = model.bert(input_ids=masked, attention_mask=mask).last_hidden_state  # (b, L, H)
+        mean = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)  # (b, H)
+        distill = (1 - F.cosine_similarity(proj(mean), target[idx], dim=-1)).mean()
+        picked = labels != -100
+        mlm = F.cross_entropy(model.cls(hidden[picked]), labels[picked])  # (m, V) logits
+        loss = distill + args.mlm_weight * mlm
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 200 == 0 or step == args.steps - 1:
+            print(f"step {step}: distillation {distill.item():.4f}, MLM {mlm.item():.3f}, {time.time() - start:.0f} s",
+                  flush=True)
+    model = model.half()
+    model.save_pretrained(args.out)
+    tok.save_pretrained(args.out)
+    print(f"saved {args.out} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, float16)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("teacher")
+    t.add_argument("--sentences", nargs="+", required=True)
+    t.add_argument("--n", type=int, default=12000)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--out", required=True)
+    s = sub.add_parser("student")
+    s.add_argument("--teacher", required=True)
+    s.add_argument("--steps", type=int, default=1500)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--max-length", type=int, default=48)
+    s.add_argument("--lr", type=float, default=5e-4)
+    s.add_argument("--hidden", type=int, default=256)
+    s.add_argument("--layers", type=int, default=4)
+    s.add_argument("--mlm-weight", type=float, default=1.0)
+    s.add_argument("--out", required=True)
+    args = parser.parse_args()
+    teacher(args) if args.command == "teacher" else student(args)
+
+
+if __name__ == "__main__":
+    main()
