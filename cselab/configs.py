@@ -255,10 +255,12 @@ class TrainConfig:
     @property
     def train_pooling(self) -> str:
         """The pooling of the encoder the trainer loads (methods pool for their loss themselves).
-        ``mask``: ``cls_before_pooler``, as NGCSE wraps its inputs in the template and pools at [MASK]."""
-        if self.pooler_type == MASK_POOLER:
-            return "cls_before_pooler"
-        return "cls" if self.pooler_type == "cls" else self.pooler_type  # cls: SimCSE's MLP over [CLS]
+
+        ``cls``: ``cls_before_pooler``: SimCSE-style methods put their own MLP over the raw [CLS]
+        vector (official ``cl_forward``) and never use the backbone's pooler, so a checkpoint
+        without pooler weights (hub ``roberta-base`` in recent transformers) must load too.
+        ``mask``: ``cls_before_pooler`` as well (NGCSE wraps its inputs and pools at [MASK])."""
+        return "cls_before_pooler" if self.pooler_type in ("cls", MASK_POOLER) else self.pooler_type
 
     @property
     def eval_pooling(self) -> str:

@@ -26,6 +26,8 @@ def _fresh_copy(model: nn.Module, seed: int) -> nn.Module:
         torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are not touched either
         if isinstance(model, PreTrainedModel):
             fresh = type(model)(model.config)  # what ESimCSE does: BertModel(config)
+            if hasattr(model, "pooler") and model.pooler is None:  # a checkpoint loaded without pooler weights
+                fresh.pooler = None
         else:
             fresh = copy.deepcopy(model)
             for name, module in fresh.named_modules():

@@ -43,7 +43,7 @@ def test_paper_presets_have_the_paper_hyperparameters(name):
     assert config.eval_data == "stsb-dev"  # SimCSE selects checkpoints on STS-B dev
     assert config.scale_fix is False  # SimCSE keeps the 1/N gradient scale
     assert config.pooler_type == "cls"  # official --pooler_type cls
-    assert config.train_pooling == "cls"  # MLP over [CLS] in training, both variants
+    assert config.train_pooling == "cls_before_pooler"  # the method's MLP over the raw [CLS]; no backbone pooler
     assert config.eval_pooling == ("cls_before_pooler" if config.method == "unsup-simcse" else "cls")
 
 
@@ -64,7 +64,8 @@ def test_ci_and_laptop_variants_exist(method, variant):
         assert config.epochs * math.ceil(1024 / config.batch_size) <= 100
     assert config.pooler_type == ("avg" if config.model == "cselab/tiny" else "cls")
     assert (config.train_pooling, config.eval_pooling) == (("avg", "avg") if variant == "ci" else
-                                                           ("cls", PRESETS[f"{method}-bert-base"].eval_pooling))
+                                                           ("cls_before_pooler",
+                                                            PRESETS[f"{method}-bert-base"].eval_pooling))
 
 
 @pytest.mark.parametrize("method", ["unsup-simcse", "sup-simcse"])

@@ -187,10 +187,22 @@ def test_init_random_needs_reset_parameters():
 def test_init_random_reports_an_architecture_its_config_does_not_describe(bert):
     from transformers import BertModel
 
-    online = BertModel(bert[0].config, add_pooling_layer=False)
+    online = BertModel(bert[0].config)
+    online.extra = torch.nn.Linear(4, 4)  # a module the config does not describe
     with pytest.raises(ValueError, match="init='copy'"):
         MomentumEncoder(online, init="random")
     MomentumEncoder(online, init="copy").update(online)
+
+
+def test_init_random_rebuilds_a_model_loaded_without_pooler(bert):
+    """Hub roberta-base now loads without pooler weights; ESimCSE's random momentum start must follow."""
+    from transformers import BertModel
+
+    online = BertModel(bert[0].config, add_pooling_layer=False)
+    ema = MomentumEncoder(online, init="random")
+    assert getattr(ema.model, "pooler", None) is None
+    assert {n for n, _ in ema.model.named_parameters()} == {n for n, _ in online.named_parameters()}
+    ema.update(online)
 
 
 # ---------------------------------------------------------------------------- no grad, eval mode

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -1027,3 +1028,44 @@ def test_run_or_load_trains_once_then_loads_and_guards_other_configs(tmp_path, c
     with pytest.raises(ValueError, match="holds a run of another configuration"):
         T.run_or_load(other, tmp_path / "run", progress=False)
     assert T.run_or_load(other, tmp_path / "run", replace_stale=True, progress=False).steps == 1
+
+
+@pytest.fixture(scope="module")
+def roberta_without_pooler(tmp_path_factory):
+    """A small RoBERTa checkpoint saved WITHOUT pooler weights (as recent transformers load hub roberta-base),
+    with a masked-LM twin over the same vocabulary for DiffCSE's generator."""
+    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaModel
+
+    from cselab.encoders import tiny_bert
+
+    _, tokenizer = tiny_bert(0)  # any tokenizer works for the model; the course's WordPiece is offline
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=128, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    root = tmp_path_factory.mktemp("roberta")
+    torch.manual_seed(0)
+    model = RobertaModel(config, add_pooling_layer=False)
+    model.save_pretrained(root / "encoder")
+    tokenizer.save_pretrained(root / "encoder")
+    RobertaForMaskedLM(config).save_pretrained(root / "generator")
+    tokenizer.save_pretrained(root / "generator")
+    assert not any("pooler" in k for k in load_file(str(root / "encoder" / "model.safetensors")))
+    return root
+
+
+@pytest.mark.parametrize("name", ["unsup-simcse-roberta-base", "sup-simcse-roberta-base", "esimcse-roberta-base",
+                                  "diffcse-roberta-base"])
+def test_roberta_presets_start_on_a_checkpoint_without_pooler_weights(tmp_path, roberta_without_pooler, name):
+    """SimCSE, ESimCSE and DiffCSE put their own MLP over the raw [CLS]: the backbone pooler is never needed."""
+    preset = PRESETS[name]
+    assert preset.pooler_type == "cls" and "roberta" in preset.model
+    supervised = preset.method == "sup-simcse"
+    swap = {"model": str(roberta_without_pooler / "encoder"), "eval_data": "sample", "max_steps": 2,
+            "eval_steps": 1, "save_steps": 2, "batch_size": 8, "device": "cpu", "precision": "fp32",
+            "train_file": str(COURSE_DATA / ("toy_nli.csv" if supervised else "toy_corpus.tsv"))}
+    if preset.method == "diffcse":
+        swap["generator"] = str(roberta_without_pooler / "generator")
+    result = train(dataclasses.replace(preset, **swap), tmp_path / "run", progress=False)
+    assert result.steps == 2 and all(math.isfinite(r["eval_score"]) for r in result.history if "eval_score" in r)
+    # the exported model is evaluated as the paper does: raw [CLS] (unsup) or the MLP over it (sup)
+    exported = SentenceEncoder.from_pretrained(result.best_dir)
+    assert exported.pooling in ("cls", "cls_before_pooler") and getattr(exported.model, "pooler", None) is None
