@@ -221,6 +221,35 @@ def uniformity(x: torch.Tensor, t: float = 2, normalize: bool = True) -> torch.T
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log()
 
 
+def dispersive(z: torch.Tensor, temperature: float = 0.5, normalize: bool = False) -> torch.Tensor:
+    """The dispersive loss, InfoNCE-L2 variant (Wang & He 2025, "Diffuse and Disperse", §3, Table 1).
+
+    InfoNCE without its positive term: only the log-sum-exp over pairs remains, a batch-dependent
+    repulsion ``log E_{i,j} exp(-||z_i - z_j||^2 / tau)`` over **all** n^2 pairs of the batch (the
+    diagonal included, each contributing exp(0) = 1). On the unit sphere with ``tau = 1/t`` it is
+    Wang & Isola's uniformity up to those diagonal terms:
+    ``exp(L) = (n (n - 1) exp(uniformity(z, t)) + n) / n^2``.
+
+    Args:
+        z: (n, dim) representations, n >= 1.
+        temperature: tau > 0 (the paper's default is 0.5 on raw, unnormalised features).
+        normalize: L2-normalise the rows first.
+
+    Returns:
+        A scalar tensor; lower = more spread out. Its minimum, log(1 / n), is reached when all
+        pairs are infinitely far apart.
+    """
+    if z.dim() != 2 or z.shape[0] < 1:
+        raise ValueError(f"dispersive needs a (n, dim) tensor with n >= 1, got shape {tuple(z.shape)}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if normalize:
+        z = F.normalize(z, dim=-1)
+    squares = z.pow(2).sum(-1)  # (n,)
+    distances = (squares[:, None] + squares[None, :] - 2 * z @ z.T).clamp_min(0)  # (n, n) ||z_i - z_j||^2
+    return torch.logsumexp(-distances.flatten() / temperature, dim=0) - 2 * math.log(z.shape[0])
+
+
 def replaced_token_detection_loss(logits: torch.Tensor, replaced: torch.Tensor, attention_mask: torch.Tensor,
                                   include_padding: bool = True) -> torch.Tensor:
     """ELECTRA-style replaced-token detection, DiffCSE's auxiliary loss (DiffCSE §3, Eq. 2).

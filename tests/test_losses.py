@@ -810,3 +810,48 @@ def test_ht_bad_inputs(anchor_shape, levels_shape, margins, match):
 
     with pytest.raises(ValueError, match=match):
         hierarchical_triplet_loss(torch.zeros(anchor_shape), torch.ones(levels_shape), margins)
+
+
+# ------------------------------------------------------------------ dispersive loss (Wang & He 2025)
+def _dispersive_loop(z, tau):
+    """log of the mean over all n^2 ordered pairs of exp(-||z_i - z_j||^2 / tau), with Python loops."""
+    n = len(z)
+    total = sum(math.exp(-float(((z[i] - z[j]) ** 2).sum()) / tau) for i in range(n) for j in range(n))
+    return math.log(total / n ** 2)
+
+
+@pytest.mark.parametrize("n, dim, tau", [(1, 3, 0.5), (4, 8, 0.5), (7, 5, 2.0), (16, 32, 0.1)])
+def test_dispersive_matches_a_naive_loop(n, dim, tau):
+    from cselab.losses import dispersive
+
+    z = torch.randn(n, dim, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    assert float(dispersive(z, tau)) == pytest.approx(_dispersive_loop(z, tau), rel=1e-10, abs=1e-12)
+    zn = torch.nn.functional.normalize(z, dim=-1)
+    assert float(dispersive(z, tau, normalize=True)) == pytest.approx(_dispersive_loop(zn, tau), rel=1e-10, abs=1e-12)
+
+
+def test_dispersive_closed_forms_and_uniformity():
+    from cselab.losses import dispersive, uniformity
+
+    same = torch.ones(5, 3, dtype=torch.float64)  # collapse: every distance 0 -> log 1 = 0
+    assert float(dispersive(same)) == pytest.approx(0.0, abs=1e-12)
+    far = torch.eye(4, dtype=torch.float64) * 1e3  # pairs infinitely far apart: only the n diagonal terms remain
+    assert float(dispersive(far)) == pytest.approx(math.log(1 / 4), abs=1e-12)
+    z = torch.randn(9, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    n, t = 9, 2.0  # on the sphere with tau = 1/t: exp(L) = (n (n-1) exp(uniformity) + n) / n^2
+    expected = math.log((n * (n - 1) * math.exp(float(uniformity(z, t))) + n) / n ** 2)
+    assert float(dispersive(z, 1 / t, normalize=True)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_dispersive_gradient_pushes_points_apart_and_bad_arguments():
+    from cselab.losses import dispersive
+
+    z = torch.tensor([[0.0, 0.0], [0.1, 0.0]], dtype=torch.float64, requires_grad=True)
+    dispersive(z).backward()
+    assert torch.isfinite(z.grad).all()  # no NaN from the zero diagonal distances
+    assert z.grad[0, 0] > 0 > z.grad[1, 0]  # descending the gradient moves the two points apart
+    for bad, match in [(torch.zeros(3), "n, dim"), (torch.zeros(0, 2), "n >= 1")]:
+        with pytest.raises(ValueError, match=match):
+            dispersive(bad)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        dispersive(torch.zeros(2, 2), temperature=0)
