@@ -287,6 +287,7 @@ class SentenceEncoder(nn.Module):
         self.pooling = check_pooling(pooling)
         self.projector = projector
         self.normalize = normalize
+        self.pad_lengths: tuple[int, ...] = ()  # see collate(); the trainer sets its static_shapes here
         self.name = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
         self.train(model.training)  # the wrapper starts in the wrapped model's mode (eval after loading)
 
@@ -409,12 +410,18 @@ class SentenceEncoder(nn.Module):
                               padding=False, return_attention_mask=False, return_token_type_ids=False)
 
     def collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
-        """Right-pad token id lists into tensors on the encoder's device. Returns (batch, seq) tensors."""
+        """Right-pad token id lists into tensors on the encoder's device. Returns (batch, seq) tensors.
+
+        ``seq`` is the longest row, or with :attr:`pad_lengths` set (the trainer's ``static_shapes``)
+        the smallest of those lengths that holds it, so that shapes repeat (CUDA graphs).
+        """
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         lengths = torch.tensor([len(x) for x in ids])  # (batch,)
+        width = int(lengths.max())
+        width = next((n for n in self.pad_lengths if n >= width), width)
         # one flat tensor and one scatter instead of a Python loop of row copies (a step pads 2B rows)
         flat = torch.tensor([t for x in ids for t in x], dtype=torch.long)
-        attention_mask = (torch.arange(int(lengths.max())) < lengths[:, None]).long()  # (batch, seq)
+        attention_mask = (torch.arange(width) < lengths[:, None]).long()  # (batch, seq)
         input_ids = torch.full(attention_mask.shape, pad_id, dtype=torch.long)
         input_ids[attention_mask.bool()] = flat
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -391,8 +391,10 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     modules = _Trainable(encoder, method)
     dataset = method_dataset(config, encoder, method, data_dir)
     lengths = row_lengths(dataset, method.columns) if config.length_bucketing else None
+    encoder.pad_lengths = config.static_shapes  # () = pad each batch to its longest row
     if config.compile:  # in place: parameter names, state_dict and checkpoints stay those of the plain model
-        encoder.model.compile(dynamic=True)
+        static = bool(config.static_shapes)
+        encoder.model.compile(dynamic=not static, **({"mode": config.compile_mode} if static else {}))
     pairs = evaluation_pairs(config, data_dir)
     if rank == 0:  # only once model and data loaded: a failed start must not claim the folder
         (output_dir / CONFIG_FILE).write_text(config.to_json(), "utf-8")

@@ -402,3 +402,15 @@ def test_round_trip_keeps_margins_a_tuple():
     data["margins"] = [0.1, -1]
     with pytest.raises(ValueError, match="margins"):
         config_from_dict(data)
+
+
+def test_static_shapes_and_compile_mode_values():
+    config = resolve_config("unsup-simcse-ci", {"static_shapes": "16,32", "compile_mode": "reduce-overhead"})
+    assert (config.static_shapes, config.compile_mode) == ((16, 32), "reduce-overhead")
+    assert resolve_config("unsup-simcse-ci", {"static_shapes": "()"}).static_shapes == ()
+    assert config_from_dict(json.loads(config.to_json())) == config  # the JSON list comes back as a tuple
+    for bad, match in [({"static_shapes": (32, 16)}, "increasing"), ({"static_shapes": (0,)}, "increasing"),
+                       ({"static_shapes": "16"}, "tuple of token lengths"), ({"compile_mode": "max"}, "choose"),
+                       ({"compile_mode": "reduce-overhead"}, "set static_shapes too")]:
+        with pytest.raises(ValueError, match=match):
+            resolve_config("unsup-simcse-ci", **bad)

@@ -805,3 +805,15 @@ def test_a_float16_checkpoint_loads_in_float32(tmp_path):
     for name, p in want.named_parameters():
         if not name.startswith("pooler."):
             assert torch.equal(loaded.model.state_dict()[name], p.detach()), name
+
+
+def test_collate_pads_to_the_smallest_listed_length_that_holds_the_batch():
+    encoder = SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg")
+    assert encoder.collate([[2, 5, 3], [2, 3]])["input_ids"].shape == (2, 3)  # off: the longest row
+    encoder.pad_lengths = (4, 8)
+    batch = encoder.collate([[2, 5, 3], [2, 3]])
+    assert batch["input_ids"].tolist() == [[2, 5, 3, 0], [2, 3, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
+    assert encoder.collate([[1] * 4])["input_ids"].shape == (1, 4)  # exactly a listed length
+    assert encoder.collate([[1] * 5])["input_ids"].shape == (1, 8)
+    assert encoder.collate([[1] * 9])["input_ids"].shape == (1, 9)  # longer than all: its own length

@@ -1069,3 +1069,53 @@ def test_roberta_presets_start_on_a_checkpoint_without_pooler_weights(tmp_path, 
     # the exported model is evaluated as the paper does: raw [CLS] (unsup) or the MLP over it (sup)
     exported = SentenceEncoder.from_pretrained(result.best_dir)
     assert exported.pooling in ("cls", "cls_before_pooler") and getattr(exported.model, "pooler", None) is None
+
+
+# ------------------------------------------------------------------ static shapes (CUDA-graph path), on the CPU
+def _losses(result):
+    return [r["loss"] for r in result.history if "loss" in r]
+
+
+@pytest.mark.parametrize("preset", ["unsup-simcse-ci", "sup-simcse-ci", "esimcse-ci"])
+def test_static_shapes_give_the_dynamic_losses_without_dropout(tmp_path, preset):
+    """Padding to fixed lengths is masked everywhere, so the losses are the same to 1e-6."""
+    common = dict(dropout=0.0, max_steps=4, eval_steps=4, save_steps=4, log_steps=1, queue_size=32)
+    dynamic = train(resolve_config(preset, **common), tmp_path / "dynamic", progress=False)
+    static = train(resolve_config(preset, static_shapes=(16, 48, 64), **common), tmp_path / "static", progress=False)
+    assert len(_losses(static)) == 4
+    assert _losses(static) == pytest.approx(_losses(dynamic), rel=1e-6, abs=1e-7)
+
+
+def test_static_shapes_pad_every_training_batch_to_a_listed_length(tmp_path, monkeypatch):
+    widths = []
+    real = SentenceEncoder.collate
+
+    def spy(self, ids):
+        batch = real(self, ids)
+        if self.pad_lengths:
+            widths.append(batch["input_ids"].shape[1])
+        return batch
+
+    monkeypatch.setattr(SentenceEncoder, "collate", spy)
+    config = resolve_config("unsup-simcse-ci", static_shapes=(16, 48), max_steps=3, eval_steps=3, save_steps=3)
+    train(config, tmp_path / "run", progress=False)
+    assert len(widths) == 3 and set(widths) <= {16, 48}  # ci rows have at most 32 tokens
+
+
+@pytest.mark.parametrize("preset", ["diffcse-ci", "declutr-ci"])
+def test_static_shapes_run_where_padding_changes_the_draws(tmp_path, preset):
+    """DiffCSE and DeCLUTR draw their masks over the padded batch: another width, other (equally valid) draws."""
+    result = train(resolve_config(preset, static_shapes=(16, 64), max_steps=2, eval_steps=2, save_steps=2,
+                                  log_steps=1), tmp_path / "run", progress=False)
+    assert result.steps == 2 and all(math.isfinite(x) for x in _losses(result))
+
+
+def test_static_shapes_resume_like_an_uninterrupted_run(tmp_path):
+    config = resolve_config("unsup-simcse-ci", static_shapes=(16, 48), max_steps=6, save_steps=1, eval_steps=3,
+                            log_steps=1)
+    want = train(config, tmp_path / "uninterrupted", progress=False)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, progress=False, stop_after=4)
+    assert_same_result(train(config, out, resume=True, progress=False), want)
+    assert_same_final_weights(out, want.output_dir)

@@ -7,6 +7,10 @@ anchor). A batch of B documents gives N = B * num_anchors anchors. Spans are dra
 time a document is seen, from a generator seeded by (seed, process rank, number of draws so
 far); the draw counter is a buffer, so a resumed run draws the same spans.
 
+Static shapes (``TrainConfig.static_shapes``) work but change the draws: the MLM masks are drawn over
+the padded batch, so another padding width masks other tokens (same 15 % rate); spans longer than
+the largest listed length keep their own length, so long-span runs get little from the option.
+
 Loss (§2.2, ``DeCLUTR.forward``, reference §7.2)::
 
     e_i   = mean-pool(encoder(mask(anchor_i)))          # the MLM-masked anchor, (N, H)

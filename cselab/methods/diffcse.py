@@ -5,6 +5,11 @@ InfoNCE, τ = 0.05), except that the projector is DiffCSE's ``ProjectionMLP`` wi
 (``--batchnorm``): Linear(H, 2H, no bias) → BN → ReLU → Linear(2H, H, no bias) → BN without
 affine. Both are used only in training; evaluation is ``cls_before_pooler`` (reference §6.2).
 
+Static shapes (``TrainConfig.static_shapes``, the CUDA-graph path) work, but do not reproduce the
+dynamic path's losses exactly: the masks are drawn over the padded (B, seq) batch, so another width
+draws other (equally distributed) masks, and the RTD loss counts padding positions when
+``rtd_include_padding`` (the official default), so more padding changes its average.
+
 The auxiliary part (§3 of the paper, official ``cl_forward``, reference §6.1):
 
 1. both views of the 2B sequences are masked independently (BERT's 80/10/10 scheme with

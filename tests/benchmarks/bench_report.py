@@ -23,6 +23,10 @@ and the data for ``$CSELAB_DATA_DIR/unsup/sentences.txt`` and the documents of
 BERT's own). Speed does not depend on the weights' values. ``--sweep 64,256,1024`` adds unsup
 SimCSE at those batch sizes (MFU against batch), ``--compile`` adds it with ``compile=True`` at the
 preset's batch and the largest swept one.
+``--static 16,32`` adds, for every timed method, a row with ``static_shapes=(16, 32)`` (every batch
+padded to one of those lengths) and, with ``--compile`` on CUDA, one that also compiles with
+``compile_mode="reduce-overhead"`` (CUDA graphs). Every row stores ``wiki1m_epoch_minutes``, the
+time of one 10^6-sentence epoch at that speed.
 
 The sentence-transformers ratio comes from ``bench_train.py`` (MNRL on the same weights and batch).
 Writes ``build/benchmarks/report.json`` and ``build/benchmarks/report.md``.
@@ -116,8 +120,10 @@ def time_method(config, device, steps: int, peak_tflops: float, tokens_from: dic
     method = build_method(config, encoder).to(device)
     modules = _Trainable(encoder, method)
     dataset = method_dataset(config, encoder, method)
+    encoder.pad_lengths = config.static_shapes  # as the trainer: () = each batch to its longest row
     if config.compile:
-        encoder.model.compile(dynamic=True)
+        static = bool(config.static_shapes)
+        encoder.model.compile(dynamic=not static, **({"mode": config.compile_mode} if static else {}))
     optimizer = torch.optim.AdamW(parameter_groups(modules, config.weight_decay), lr=config.learning_rate,
                                   eps=config.adam_epsilon, **({"fused": True} if device.type == "cuda" else {}))
     seq_lens: list[int] = []
@@ -159,7 +165,7 @@ def time_method(config, device, steps: int, peak_tflops: float, tokens_from: dic
     else:
         tokens = tokens_from["tokens_per_step"]
     row = {"preset": config.method, "batch_size": config.batch_size, "max_length": config.max_length,
-           "compile": config.compile, "seconds_per_step": seconds, "steps_per_s": 1 / seconds,
+           "compile": config.compile, "static_shapes": list(config.static_shapes), "seconds_per_step": seconds, "steps_per_s": 1 / seconds,
            "tokens_per_step": tokens, "tokens_per_s": tokens / seconds}
     if device.type == "cuda":
         cfg = encoder.model.config
@@ -197,6 +203,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--bert-base-shape", action="store_true", help="paper presets on random-init BERT-base")
     parser.add_argument("--sweep", default="", help="comma-separated batch sizes for extra unsup SimCSE rows")
     parser.add_argument("--compile", action="store_true", help="add unsup SimCSE rows with compile=True")
+    parser.add_argument("--static", default="", help="comma-separated pad lengths: add each method's row with "
+                                                      "static_shapes (and, with --compile on CUDA, CUDA graphs)")
     parser.add_argument("--only", default="", help="comma-separated method names to time (default: all four)")
     parser.add_argument("--no-st", action="store_true", help="skip the sentence-transformers comparison")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "benchmarks")
@@ -248,6 +256,19 @@ def main(argv=None) -> dict:
                 tokens_from=plain)
     for name, row in extra.items():
         row["preset"] = results["unsup SimCSE"]["preset"]
+    shapes = tuple(int(x) for x in args.static.split(",") if x.strip())
+    if shapes:  # the static-shape path of each timed method, plus CUDA graphs (reduce-overhead) on CUDA
+        for name, config in presets.items():
+            static = dataclasses.replace(config, static_shapes=shapes)
+            extra[f"{name}, static shapes {shapes}"] = dict(time_method(static, device, args.steps, args.peak_tflops),
+                                                           preset=results[name]["preset"])
+            if args.compile and device.type == "cuda":
+                graphs = dataclasses.replace(static, compile=True, compile_mode="reduce-overhead")
+                extra[f"{name}, static shapes {shapes}, CUDA graphs"] = dict(
+                    time_method(graphs, device, args.steps, args.peak_tflops,
+                                tokens_from=extra[f"{name}, static shapes {shapes}"]), preset=results[name]["preset"])
+    for row in [*results.values(), *extra.values()]:  # one wiki1m epoch (10^6 sentences) at this speed
+        row["wiki1m_epoch_minutes"] = 1e6 / row["batch_size"] * row["seconds_per_step"] / 60
 
     from bench_train import main as bench_train_main
 
