@@ -780,9 +780,9 @@ def check_hierarchical_triplet_loss(fn: Callable) -> None:
 
 
 def _jaccard(answer: str, source: str) -> float:
-    from .llm_data import normalize
+    from .llm_data import _word_set
 
-    a, b = set(normalize(answer).split()), set(normalize(source).split())
+    a, b = _word_set(answer), _word_set(source)
     return len(a & b) / len(a | b) if a | b else 1.0
 
 

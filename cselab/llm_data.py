@@ -299,6 +299,29 @@ def write_training_file(groups: Iterable[dict[str, Any]], sentences: Iterable[st
     return path
 
 
+def _word_set(text: str) -> set[str]:
+    return set(normalize(text).split())
+
+
+def level_statistics(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """How each level of generated groups relates to its source, averaged over ``records`` (one pattern).
+
+    Per level key (``"5"``, ``"4"``, ...): ``words`` (mean length), ``jaccard`` (mean Jaccard index of the
+    normalised word sets of level and source) and ``inside`` (mean share of the level's words that occur in
+    the source). A level that only drops details is short with a high ``inside``; a paraphrase rewords.
+    """
+    records = list(records)
+    if not records or len({r["pattern"] for r in records}) != 1:
+        raise ValueError("level_statistics needs records of exactly one pattern.")
+    out = {}
+    for _, level in PATTERNS[records[0]["pattern"]].fields:
+        pairs = [(_word_set(r[level]), _word_set(r["sentence"])) for r in records]
+        out[level] = {"words": sum(len(r[level].split()) for r in records) / len(records),
+                      "jaccard": sum(len(a & b) / len(a | b) for a, b in pairs) / len(pairs),
+                      "inside": sum(len(a & b) / len(a) for a, b in pairs) / len(pairs)}
+    return out
+
+
 PROVENANCE_KEYS = ("prompt_id", "prompt_version", "backend", "model", "sampling", "source_id", "created")
 
 

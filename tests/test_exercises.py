@@ -72,6 +72,19 @@ def _return_none(*args):
     return None
 
 
+def assert_reference_passes_and_stubs_fail(check_name: str, name: str, reference, capsys,
+                                           none_is_missing: bool = True) -> None:
+    """The check accepts its reference, says "not implemented yet" for a stub and (unless a None answer is
+    just a wrong value) asks about a forgotten `return`."""
+    getattr(ex, check_name)(reference)
+    assert capsys.readouterr().out.startswith(f"{name}: correct on")
+    with pytest.raises(AssertionError, match="not implemented yet"):
+        getattr(ex, check_name)(_raise_not_implemented)
+    if none_is_missing:
+        with pytest.raises(AssertionError, match="did you forget `return`"):
+            getattr(ex, check_name)(_return_none)
+
+
 CHECKS = {
     "check_decoupled_info_nce": ("Exercise 1.1", ref_decoupled),
     "check_uniformity": ("Exercise 1.2", ref_uniformity),
@@ -974,13 +987,7 @@ CHAPTER09 = {"check_mean_std": ("Exercise 9.1", _ref_mean_std), "check_f1_at": (
 
 @pytest.mark.parametrize("check_name", list(CHAPTER09))
 def test_chapter09_reference_passes_and_stubs_fail(check_name, capsys):
-    name, ref = CHAPTER09[check_name]
-    getattr(ex, check_name)(ref)
-    assert capsys.readouterr().out.startswith(f"{name}: correct on")
-    with pytest.raises(AssertionError, match="not implemented yet"):
-        getattr(ex, check_name)(_raise_not_implemented)
-    with pytest.raises(AssertionError, match="did you forget `return`"):
-        getattr(ex, check_name)(_return_none)
+    assert_reference_passes_and_stubs_fail(check_name, *CHAPTER09[check_name], capsys)
 
 
 @pytest.mark.parametrize("check_name, fn, phrase", [
@@ -1032,14 +1039,9 @@ CHAPTER08 = {"check_hierarchical_triplet_loss": ("Exercise 8.1", _ref_ht),
 
 @pytest.mark.parametrize("check_name", list(CHAPTER08))
 def test_chapter08_reference_passes_and_stubs_fail(check_name, capsys):
-    name, ref = CHAPTER08[check_name]
-    getattr(ex, check_name)(ref)
-    assert capsys.readouterr().out.startswith(f"{name}: correct on")
-    with pytest.raises(AssertionError, match="not implemented yet"):
-        getattr(ex, check_name)(_raise_not_implemented)
-    if check_name != "check_near_copy":  # a bool check reads None as False, which is a wrong answer, not a missing one
-        with pytest.raises(AssertionError, match="did you forget `return`"):
-            getattr(ex, check_name)(_return_none)
+    # a bool check (8.2) reads None as False, which is a wrong answer, not a missing one
+    assert_reference_passes_and_stubs_fail(check_name, *CHAPTER08[check_name], capsys,
+                                           none_is_missing=check_name != "check_near_copy")
 
 
 def _ht_dot(anchor, levels, margins):

@@ -415,3 +415,17 @@ def test_training_file_mixes_generated_groups_and_unlabeled_sentences(tmp_path):
     assert rows[3]["sent0"] == "an unlabeled sentence" and rows[3]["level5"] is None
     with pytest.raises(ValueError, match="one training file holds one pattern"):
         write_training_file(groups + [{"pattern": "nli", "sentence": "a", "5": "b", "4": "c"}], [], tmp_path / "u.jsonl")
+
+
+def test_level_statistics_by_hand():
+    from cselab.llm_data import level_statistics
+
+    records = [{"pattern": "nli", "sentence": "A dog runs fast.", "5": "A dog runs.", "4": "A cat sleeps now!"},
+               {"pattern": "nli", "sentence": "Rain fell.", "5": "It rained.", "4": "Rain fell not."}]
+    stats = level_statistics(records)
+    # '5': {a, dog, runs} vs {a, dog, runs, fast}: 3/4 shared of the union, all 3 inside; {it, rained} vs {rain, fell}: 0
+    assert stats["5"] == pytest.approx({"words": (3 + 2) / 2, "jaccard": (3 / 4 + 0) / 2, "inside": (1 + 0) / 2})
+    # '4': {a, cat, sleeps, now} vs {a, dog, runs, fast}: 1/7, inside 1/4; {rain, fell, not} vs {rain, fell}: 2/3, 2/3
+    assert stats["4"] == pytest.approx({"words": (4 + 3) / 2, "jaccard": (1 / 7 + 2 / 3) / 2, "inside": (1 / 4 + 2 / 3) / 2})
+    with pytest.raises(ValueError, match="exactly one pattern"):
+        level_statistics(records + [{"pattern": "sts", "sentence": "x", "5": "y", "4": "z", "3": "w"}])

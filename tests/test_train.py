@@ -83,6 +83,18 @@ def assert_same_final_weights(dir_a: Path, dir_b: Path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
+def assert_resume_equals_uninterrupted(config, tmp_path: Path, stop_after: int) -> Path:
+    """Train ``config`` straight through, and again stopped after ``stop_after`` steps then resumed: same
+    result and same final weights. Returns the resumed run's folder."""
+    want = train(config, tmp_path / "uninterrupted", progress=False)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, progress=False, stop_after=stop_after)
+    assert_same_result(train(config, out, resume=True, progress=False), want)
+    assert_same_final_weights(out, want.output_dir)
+    return out
+
+
 
 def tree_digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -671,12 +683,7 @@ def test_resume_of_stateful_methods_equals_uninterrupted(tmp_path, preset):
     draws, MLM head and slanted-triangular schedule, NGCSE's head and frozen embeddings survive a resume."""
     extra = {"pooler_type": "mask"} if preset == "ngcse-ci" else {}  # NGCSE's own pooling: its head is trained
     config = resolve_config(preset, max_steps=6, save_steps=1, eval_steps=3, log_steps=1, queue_size=48, **extra)
-    want = train(config, tmp_path / "uninterrupted", progress=False)
-    out = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        train(config, out, progress=False, stop_after=4)
-    assert_same_result(train(config, out, resume=True, progress=False), want)
-    assert_same_final_weights(out, want.output_dir)
+    out = assert_resume_equals_uninterrupted(config, tmp_path, stop_after=4)
     state = load_file(str(latest_checkpoint(out) / "model.safetensors"))
     if preset == "esimcse-ci":  # the queue is part of the checkpoint: 48 of 6 x 32 rows are kept
         assert int(state["method.queue.count"]) == 48
@@ -1008,12 +1015,7 @@ def test_ngcse_composed_batches_resume_like_an_uninterrupted_run(tmp_path):
     data = write_ngcse_jsonl(tmp_path / "hybrid.jsonl", n_other=12)  # 4 groups + 12 sentences
     config = resolve_config("ngcse-ci", train_file=str(data), batch_size=4, aigen_batch_size=3, epochs=2,
                             save_steps=1, eval_steps=3, log_steps=1)
-    want = train(config, tmp_path / "uninterrupted", progress=False)
-    out = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        train(config, out, progress=False, stop_after=3)
-    assert_same_result(train(config, out, resume=True, progress=False), want)
-    assert_same_final_weights(out, want.output_dir)
+    assert_resume_equals_uninterrupted(config, tmp_path, stop_after=3)
 
 
 def test_run_or_load_trains_once_then_loads_and_guards_other_configs(tmp_path, capsys):
@@ -1113,9 +1115,4 @@ def test_static_shapes_run_where_padding_changes_the_draws(tmp_path, preset):
 def test_static_shapes_resume_like_an_uninterrupted_run(tmp_path):
     config = resolve_config("unsup-simcse-ci", static_shapes=(16, 48), max_steps=6, save_steps=1, eval_steps=3,
                             log_steps=1)
-    want = train(config, tmp_path / "uninterrupted", progress=False)
-    out = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        train(config, out, progress=False, stop_after=4)
-    assert_same_result(train(config, out, resume=True, progress=False), want)
-    assert_same_final_weights(out, want.output_dir)
+    assert_resume_equals_uninterrupted(config, tmp_path, stop_after=4)
