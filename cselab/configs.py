@@ -24,6 +24,9 @@ LR_SCHEDULES = ("linear", "slanted_triangular")
 SPAN_SAMPLINGS = (None, "subsuming", "adjacent")
 
 
+EVAL_DATA_NAMES = {"stsb-dev": "STS-B dev", "sample": "the shipped scored pairs (data/sts_sample.tsv)"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are unsupervised SimCSE-BERT-base (SimCSE Table A.1).
@@ -293,6 +296,11 @@ class TrainConfig:
         if self.pooler_type != "cls":
             return self.pooler_type
         return "cls" if self.method == "sup-simcse" else "cls_before_pooler"
+
+    @property
+    def eval_data_name(self) -> str:
+        """``eval_data`` as a reader would name it in a printed table."""
+        return EVAL_DATA_NAMES[self.eval_data]
 
     def to_dict(self) -> dict:
         """The fields as JSON stores them: tuples (``margins``) become lists; :func:`config_from_dict` inverts it."""

@@ -12,11 +12,19 @@ The poolers are the ones of SimCSE's ``evaluation.py`` (SimCSE paper, App. B and
                        (first transformer layer and last layer, as SimCSE; DiffCSE and
                        ESimCSE use ``hidden_states[0]``, the embedding output)
 ``avg_top2``           masked mean of ``(hidden_states[-2] + hidden_states[-1]) / 2``
+``last``               the last layer at each sentence's last real token (:func:`last_token`),
+                       the one position a causal (decoder) model lets see the whole input
+``prompt``             ``last`` over the sentence wrapped in a text template ending in an
+                       open quote (:data:`DEFAULT_PROMPT`, PromptEOL, Jiang et al. 2023: the
+                       model is asked to sum the sentence up "in one word", and the state that
+                       predicts that word is the embedding)
 =====================  ==========================================================
 
 Masked means ignore padding, so a sentence's embedding does not depend on what it is
-batched with. For poolers other than ``cls`` a projector, when given, is applied after
-pooling (the sentence-transformers ``Dense`` module).
+batched with; ``last`` finds the last real token from the mask, so left and right padding
+give the same vector. For poolers other than ``cls`` a projector, when given, is applied after
+pooling (the sentence-transformers ``Dense`` module). :meth:`SentenceEncoder.encode_layers`
+pools every layer's hidden states in one forward pass (layer-wise anisotropy and STS).
 
 :class:`PromptEncoder` adds PromptBERT's ``[MASK]`` pooling, as used by NGCSE (reference §8.2):
 each sentence is wrapped in a template ``[CLS] this sentence : " <x> " means [MASK] [SEP]``
@@ -37,7 +45,10 @@ from torch import nn
 
 from .profiles import hub_reachable
 
-POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2", "last", "prompt")
+# The text template of ``prompt`` pooling (Jiang et al. 2023); ``{sentence}`` is replaced by the sentence.
+DEFAULT_PROMPT = 'This sentence : "{sentence}" means in one word:"'
+LAYER_POOLERS = ("cls_before_pooler", "avg", "last", "prompt")  # the poolers encode_layers applies per layer
 TINY_PRESET = "cselab/tiny"
 COURSE_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 TINY_VOCAB = COURSE_DATA_DIR / "tiny_vocab.txt"
@@ -59,6 +70,25 @@ def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Hidden state at each row's last real token, whichever side the padding is on.
+
+    The position is the last index where ``attention_mask`` is 1: ``length - 1`` with right padding,
+    ``seq - 1`` with left padding (the side decoder-only models usually pad generation batches on).
+    ``hidden``: (batch, seq, dim); ``attention_mask``: (batch, seq). Returns (batch, dim).
+
+    Raises:
+        ValueError: a row without any real token.
+    """
+    mask = attention_mask.bool()
+    if not mask.any(dim=1).all():
+        raise ValueError("last_token: a row of attention_mask has no real token (all zeros).")
+    seq = mask.shape[1]
+    positions = seq - 1 - mask.flip(1).int().argmax(dim=1)  # the first 1 from the right
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, positions.to(hidden.device)]
+
+
 def pool(
     pooling: str,
     attention_mask: torch.Tensor,
@@ -77,9 +107,12 @@ def pool(
         pooler_output: (batch, dim), needed by ``cls``.
 
     Returns:
-        (batch, dim)
+        (batch, dim). ``prompt`` pools like ``last``: the template is applied to the text, before
+        tokenisation (:meth:`SentenceEncoder.tokenize`).
     """
     check_pooling(pooling)
+    if pooling in ("last", "prompt"):
+        return last_token(last_hidden, attention_mask)
     if pooling == "cls":
         if pooler_output is None:
             raise ValueError(
@@ -277,14 +310,20 @@ class SentenceEncoder(nn.Module):
         projector: optional module applied after pooling, (batch, dim) -> (batch, dim').
         normalize: L2-normalise the outputs of :meth:`encode`.
         name: where the model came from, for printing.
+        prompt: the text template of ``prompt`` pooling, with ``{sentence}`` where the sentence goes
+            (default :data:`DEFAULT_PROMPT`); read only when the pooling is ``prompt``.
     """
 
     def __init__(self, model: nn.Module, tokenizer, pooling: str = "cls", projector: nn.Module | None = None,
-                 normalize: bool = False, name: str | None = None) -> None:
+                 normalize: bool = False, name: str | None = None, prompt: str | None = None) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.pooling = check_pooling(pooling)
+        if prompt is not None and (not isinstance(prompt, str) or prompt.count("{sentence}") != 1):
+            raise ValueError(f"prompt must be a text with '{{sentence}}' exactly once (where the sentence goes), "
+                             f"got {prompt!r}; e.g. {DEFAULT_PROMPT!r}.")
+        self.prompt = prompt
         self.projector = projector
         self.normalize = normalize
         self.pad_lengths: tuple[int, ...] = ()  # see collate(); the trainer sets its static_shapes here
@@ -296,7 +335,7 @@ class SentenceEncoder(nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike, pooling: str | None = None,
                         projector: nn.Module | None = None, *, seed: int = 0,
                         device: str | torch.device | None = None, trust_remote_code: bool = False,
-                        cache_dir: str | os.PathLike | None = None) -> "SentenceEncoder":
+                        cache_dir: str | os.PathLike | None = None, prompt: str | None = None) -> "SentenceEncoder":
         """Load an encoder from a hub id, a local directory, or the offline ``"cselab/tiny"`` preset.
 
         A local directory may hold a plain transformers model or a sentence-transformers
@@ -313,6 +352,7 @@ class SentenceEncoder(nn.Module):
             device: where to put the model (default: CPU).
             trust_remote_code: passed to transformers; off unless you ask for it.
             cache_dir: hub cache directory.
+            prompt: the template of ``prompt`` pooling (default :data:`DEFAULT_PROMPT`).
 
         Raises:
             ValueError: unknown pooling.
@@ -358,7 +398,7 @@ class SentenceEncoder(nn.Module):
                                  f"{saved['suffix_ids']}); was the tokenizer replaced?")
             encoder = PromptEncoder(model, tokenizer, template, projector, normalize=normalize, name=name)
             return encoder.to(device or "cpu").eval()
-        encoder = cls(model, tokenizer, pooling or "cls", projector, normalize=normalize, name=name)
+        encoder = cls(model, tokenizer, pooling or "cls", projector, normalize=normalize, name=name, prompt=prompt)
         if encoder.pooling == "cls" and encoder.projector is None and getattr(model, "pooler", None) is None:
             raise ValueError(
                 f"{name}: pooling='cls' needs the model's pooler, and this model has none. "
@@ -405,9 +445,40 @@ class SentenceEncoder(nn.Module):
 
     # ----------------------------------------------------------------- inference
     def tokenize(self, sentences: Sequence[str], max_length: int | None = None) -> dict[str, list[list[int]]]:
-        """Token ids of each sentence without padding (truncated to ``max_length``)."""
+        """Token ids of each sentence without padding (truncated to ``max_length``).
+
+        With ``prompt`` pooling each sentence is first wrapped in the template; a wrapped sentence
+        longer than ``max_length`` loses tokens of the sentence, never of the template.
+        """
+        if self.pooling == "prompt":
+            return {"input_ids": self._prompt_ids(list(sentences), max_length or self.max_length)}
         return self.tokenizer(list(sentences), truncation=True, max_length=max_length or self.max_length,
                               padding=False, return_attention_mask=False, return_token_type_ids=False)
+
+    def _prompt_ids(self, sentences: list[str], limit: int) -> list[list[int]]:
+        template = self.prompt or DEFAULT_PROMPT
+
+        def ids(text: str) -> list[int]:
+            return self.tokenizer(text, truncation=False, padding=False, return_attention_mask=False,
+                                  return_token_type_ids=False)["input_ids"]
+
+        rows = self.tokenizer([template.replace("{sentence}", s) for s in sentences], truncation=False,
+                              padding=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        for i, row in enumerate(rows):
+            if len(row) <= limit:
+                continue
+            words = self.tokenizer(sentences[i], add_special_tokens=False)["input_ids"]
+            keep = min(len(words) - 1, limit - len(ids(template.replace("{sentence}", ""))))
+            while keep >= 0:  # cut the sentence, re-wrap, re-tokenise; boundary merges may need one more cut
+                row = ids(template.replace("{sentence}", self.tokenizer.decode(words[:keep])))
+                if len(row) <= limit:
+                    break
+                keep -= 1
+            if keep < 0:
+                raise ValueError(f"max_length={limit} leaves no room for a sentence in the prompt template "
+                                 f"{template!r}.")
+            rows[i] = row
+        return rows
 
     def collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """Right-pad token id lists into tensors on the encoder's device. Returns (batch, seq) tensors.
@@ -446,19 +517,7 @@ class SentenceEncoder(nn.Module):
             show_progress: tqdm bar; default: only when there are more than 20 batches.
             normalize: L2-normalise; default: the encoder's ``normalize``.
         """
-        if isinstance(sentences, str):
-            raise TypeError("encode() takes a list of sentences, not a single string: wrap it as [sentence].")
-        sentences = list(sentences)
-        if not sentences:
-            raise ValueError("encode() got an empty list of sentences: pass at least one sentence.")
-        for i, s in enumerate(sentences):
-            if not isinstance(s, str):
-                raise TypeError(f"encode(): sentence {i} is {type(s).__name__}, not str.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if max_length is not None and not 2 <= max_length <= self.max_length:
-            raise ValueError(f"max_length must be between 2 (room for the special tokens) and the model's "
-                             f"limit {self.max_length}, got {max_length}.")
+        sentences = self._check_encode_arguments("encode", sentences, batch_size, max_length)
         from tqdm.auto import tqdm
 
         ids = self.tokenize(sentences, max_length)["input_ids"]
@@ -481,6 +540,87 @@ class SentenceEncoder(nn.Module):
             out = torch.nn.functional.normalize(out, dim=-1)
         return out
 
+    def _check_encode_arguments(self, caller: str, sentences, batch_size: int, max_length: int | None) -> list[str]:
+        if isinstance(sentences, str):
+            raise TypeError(f"{caller}() takes a list of sentences, not a single string: wrap it as [sentence].")
+        sentences = list(sentences)
+        if not sentences:
+            raise ValueError(f"{caller}() got an empty list of sentences: pass at least one sentence.")
+        for i, s in enumerate(sentences):
+            if not isinstance(s, str):
+                raise TypeError(f"{caller}(): sentence {i} is {type(s).__name__}, not str.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if max_length is not None and not 2 <= max_length <= self.max_length:
+            raise ValueError(f"max_length must be between 2 (room for the special tokens) and the model's "
+                             f"limit {self.max_length}, got {max_length}.")
+        return sentences
+
+    def encode_layers(self, sentences: Sequence[str], poolings: Sequence[str] | None = None, batch_size: int = 32,
+                      max_length: int | None = None, show_progress: bool | None = None) -> dict[str, torch.Tensor]:
+        """Every layer's pooled embeddings from one forward pass per batch: ``{pooling: (layers + 1, n, dim)}``.
+
+        Index 0 pools the embedding output, index ``k`` the output of block ``k``; the last index is
+        what :meth:`encode` returns for that pooling (the model's last hidden state, e.g. after the
+        final norm of a Llama-style decoder). Batching, order and eval mode are as in :meth:`encode`;
+        no projector, no normalisation.
+
+        Args:
+            sentences: list of strings.
+            poolings: any of :data:`LAYER_POOLERS` (default: the encoder's own pooling). They all see
+                the same input: the template-wrapped sentences when the encoder's pooling is
+                ``prompt`` (then ``avg`` is the mean over the wrapped input), the plain ones otherwise
+                (where ``prompt`` is refused).
+            batch_size, max_length, show_progress: as in :meth:`encode`.
+
+        Raises:
+            ValueError: a pooling that cannot be read per layer (``cls`` needs the pooler, the
+                ``avg_*`` poolers mix layers), ``prompt`` on an encoder without prompt pooling, or a projector.
+        """
+        poolings = tuple(poolings) if poolings is not None else (self.pooling,)
+        bad = [p for p in poolings if p not in LAYER_POOLERS]
+        if bad or not poolings:
+            raise ValueError(f"encode_layers pools each layer with {list(LAYER_POOLERS)}; got {list(poolings)}.")
+        if "prompt" in poolings and self.pooling != "prompt":
+            raise ValueError("poolings=('prompt', ...) needs an encoder with pooling='prompt' (its inputs are wrapped "
+                             "in the template); this one pools with " + repr(self.pooling) + ".")
+        if self.projector is not None:
+            raise ValueError("encode_layers reads the transformer's hidden states; this encoder has a projector, "
+                             "which applies to the last layer only.")
+        sentences = self._check_encode_arguments("encode_layers", sentences, batch_size, max_length)
+        from tqdm.auto import tqdm
+
+        ids = self.tokenize(sentences, max_length)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        n_batches = (len(order) + batch_size - 1) // batch_size
+        show = n_batches > 20 if show_progress is None else show_progress
+        out: dict[str, torch.Tensor] = {}
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                for start in tqdm(range(0, len(order), batch_size), total=n_batches, disable=not show,
+                                  desc="Encoding layers", unit="batch"):
+                    index = torch.as_tensor(order[start: start + batch_size])
+                    batch = self.collate([ids[i] for i in index.tolist()])
+                    states = self.model(**batch, output_hidden_states=True, return_dict=True).hidden_states
+                    hidden = torch.stack(states)  # (layers + 1, b, seq, dim)
+                    mask = batch["attention_mask"]
+                    for p in poolings:
+                        if p == "avg":
+                            w = mask[None, :, :, None].to(hidden.dtype)
+                            pooled = (hidden * w).sum(2) / w.sum(2).clamp_min(1.0)
+                        elif p == "cls_before_pooler":
+                            pooled = hidden[:, :, 0]
+                        else:  # last, prompt
+                            pooled = torch.stack([last_token(h, mask) for h in hidden])
+                        if p not in out:
+                            out[p] = torch.empty(hidden.shape[0], len(ids), hidden.shape[-1], dtype=torch.float32)
+                        out[p][:, index] = pooled.float().cpu()
+        finally:
+            self.train(was_training)
+        return out
+
     # ----------------------------------------------------------------- saving
     def save_sentence_transformer(self, path: str | os.PathLike) -> Path:
         """Write a sentence-transformers directory that yields the same embeddings.
@@ -493,16 +633,16 @@ class SentenceEncoder(nn.Module):
         save never leaves a half-written model at ``path``.
 
         Raises:
-            ValueError: ``avg_first_last``/``avg_top2`` (no sentence-transformers equivalent),
+            ValueError: ``avg_first_last``/``avg_top2``/``last``/``prompt`` (not exported),
                 or a projector that is not ``Linear`` + ``Tanh``/``Identity``.
         """
         import tempfile
 
         from safetensors.torch import save_file
 
-        if self.pooling in ("avg_first_last", "avg_top2"):
-            raise ValueError(f"pooling={self.pooling!r} has no sentence-transformers equivalent; "
-                             "use cls, cls_before_pooler or avg.")
+        if self.pooling in ("avg_first_last", "avg_top2", "last", "prompt"):
+            raise ValueError(f"pooling={self.pooling!r} is not exported by cselab (no sentence-transformers "
+                             "module here matches it); use cls, cls_before_pooler or avg.")
         dense = None
         if self.pooling == "cls" and self.projector is None:
             pooler = getattr(self.model, "pooler", None)
@@ -576,7 +716,8 @@ class SentenceEncoder(nn.Module):
         return {}
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, pooling={self.pooling!r}, projector={self.projector is not None}"
+        text = f"name={self.name!r}, pooling={self.pooling!r}, projector={self.projector is not None}"
+        return text + (f", prompt={self.prompt or DEFAULT_PROMPT!r}" if self.pooling == "prompt" else "")
 
 
 class PromptEncoder(SentenceEncoder):
@@ -659,20 +800,62 @@ def _load_hf(name_or_path, trust_remote_code: bool, cache_dir, local: bool):
         except (OSError, ValueError, TypeError) as exc:
             raise no_tokenizer from exc
         return _model_without_fake_pooler(AutoModel.from_pretrained, str(path), **kwargs), tokenizer
+    cached_model = None
     try:  # the local cache first: no network round trip, works offline
-        return (_model_without_fake_pooler(AutoModel.from_pretrained, name_or_path, local_files_only=True, **kwargs),
-                AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, **kwargs))
+        cached_model = _model_without_fake_pooler(AutoModel.from_pretrained, name_or_path, local_files_only=True,
+                                                  **kwargs)
+        if cached_tokenizer_files(name_or_path, cache_dir):  # transformers 5 builds an empty tokenizer without them
+            return cached_model, AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, **kwargs)
     except OSError:
         pass
     if not hub_reachable():
+        if cached_model is not None:
+            raise HubUnreachableError(
+                f"Cannot load {name_or_path!r}: the Hugging Face cache holds its model but no tokenizer files "
+                f"({', '.join(TOKENIZER_FILES)}), and the hub cannot be reached to fetch them. Download the whole "
+                f"repository on a connected machine (`huggingface-cli download {name_or_path}`) and copy the cache."
+            )
         raise HubUnreachableError(
             f"Cannot load {name_or_path!r}: it is not a local directory, not in the Hugging Face cache, "
             "and the hub cannot be reached. Download it on a connected machine "
             f"(`huggingface-cli download {name_or_path}`) and copy the cache, pass a local directory, "
             f"or use the offline preset {TINY_PRESET!r} (profile 'ci')."
         )
-    return (_model_without_fake_pooler(AutoModel.from_pretrained, name_or_path, **kwargs),
-            AutoTokenizer.from_pretrained(name_or_path, **kwargs))
+    model = _model_without_fake_pooler(AutoModel.from_pretrained, name_or_path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    if not cached_tokenizer_files(name_or_path, cache_dir):
+        raise FileNotFoundError(f"{name_or_path!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}) on the hub: "
+                                "cselab needs the model's own tokenizer.")
+    return model, tokenizer
+
+
+def cached_tokenizer_files(repo_id: str, cache_dir=None) -> list[str]:
+    """The :data:`TOKENIZER_FILES` of hub model ``repo_id`` present in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return [name for name in TOKENIZER_FILES
+            if isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir), str)]
+
+
+def check_loaded_weights(name_or_path, model: nn.Module, info: dict, optional=("pooler",)) -> None:
+    """Raise if the checkpoint lacked weights of ``model`` other than the ``optional`` modules.
+
+    transformers fills missing weights with random ones and only logs it; a config.json whose
+    ``model_type`` does not match the saved weights (or a checkpoint without the head a method
+    needs) would then train from random layers without a word.
+    """
+    def is_optional(key: str) -> bool:
+        return any(key.split(".")[0] == part or f".{part}." in f".{key}" for part in optional)
+
+    missing = [k for k in info.get("missing_keys", ()) if not is_optional(k)]
+    if missing:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        raise ValueError(
+            f"{os.fspath(name_or_path)!r}: the checkpoint has no weights for {len(missing)} parameter(s) of "
+            f"{type(model).__name__} (e.g. {missing[:3]}). Its config.json says model_type={model_type!r}, which "
+            "does not match the saved weights (a wrong architecture, or an incomplete checkpoint); loading it "
+            "would train randomly initialised layers."
+        )
 
 
 def _warn_if_pickle_only(path: Path) -> None:
@@ -699,6 +882,7 @@ def _model_without_fake_pooler(load, name_or_path, **kwargs):
     garbage (SimCSE issues #25, #100). Without a pooler it fails with a clear message instead.
     """
     model, info = load(name_or_path, output_loading_info=True, **kwargs)
+    check_loaded_weights(name_or_path, model, info)
     if any(key.split(".")[0] == "pooler" or ".pooler." in f".{key}" for key in info.get("missing_keys", ())):
         model.pooler = None
     if next(model.parameters()).dtype in (torch.float16, torch.bfloat16):

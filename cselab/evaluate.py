@@ -14,6 +14,8 @@ Binary pairs (paraphrase / text matching, reference §9): :func:`similarity` giv
 any sentence pairs; :func:`pair_classification` thresholds it (fixed, e.g. the reference's 0.5,
 or the F1-optimal threshold on a dev set) and reports accuracy/precision/recall/F1 as fractions
 and Spearman x 100; :func:`classification_metrics` and :func:`best_f1_threshold` are the pure parts.
+
+Retrieval: :func:`nearest_neighbours` lists, for each query, the closest sentences of a pool by cosine.
 """
 from __future__ import annotations
 
@@ -246,6 +248,53 @@ def similarity(encoder, pairs, batch_size: int = 128, show_progress: bool | None
     sentences gets exactly 1.0 and a zero vector gives 0.0 (``nan_to_num``).
     """
     return cosine_scores(encoder, _as_columns(pairs), batch_size, show_progress)
+
+
+def _sentence_list(sentences, what: str) -> list[str]:
+    """A non-empty list of strings, else TypeError/ValueError naming ``what``."""
+    if isinstance(sentences, (str, bytes)):
+        raise TypeError(f"{what} must be a list of sentences, not a single string.")
+    sentences = list(sentences)
+    if not sentences:
+        raise ValueError(f"{what} is empty: pass at least one sentence.")
+    for i, s in enumerate(sentences):
+        if not isinstance(s, str):
+            raise TypeError(f"{what}[{i}] is {type(s).__name__}, not str.")
+    return sentences
+
+
+def nearest_neighbours(encoder, queries, pool, k: int = 5, batch_size: int = 128, exclude_query: bool = True,
+                       show_progress: bool | None = None) -> list[list[tuple[str, float]]]:
+    """The ``k`` sentences of ``pool`` closest to each query by cosine: semantic search in a few lines.
+
+    Each distinct sentence of ``queries`` and ``pool`` is encoded once, in one call of
+    ``encoder.encode``; the cosines are computed in float64 (a zero vector has cosine 0).
+
+    Args:
+        encoder: anything with ``encode(sentences, batch_size=..., show_progress=...) -> (n, dim)``.
+        queries: list of query sentences.
+        pool: list of candidate sentences (kept as given: a repeated sentence is a repeated candidate).
+        k: neighbours per query (fewer when the pool has fewer candidates).
+        exclude_query: skip pool entries equal to the query itself (else a query in the pool is
+            its own first neighbour).
+
+    Returns:
+        One list per query of ``(sentence, cosine)``, highest cosine first; equal cosines keep the
+        pool's order.
+    """
+    queries, pool = _sentence_list(queries, "queries"), _sentence_list(pool, "pool")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    unique = list(dict.fromkeys(queries + pool))
+    emb = torch.as_tensor(encoder.encode(unique, batch_size=batch_size, show_progress=show_progress)).double()
+    emb = torch.nn.functional.normalize(emb, dim=-1)  # (u, dim); a zero row stays zero
+    where = {s: i for i, s in enumerate(unique)}
+    cos = (emb[[where[s] for s in queries]] @ emb[[where[s] for s in pool]].T).numpy()  # (n_queries, n_pool)
+    found = []
+    for query, row in zip(queries, cos):
+        order = [j for j in np.argsort(-row, kind="stable") if not (exclude_query and pool[j] == query)]
+        found.append([(pool[j], float(row[j])) for j in order[:k]])
+    return found
 
 
 def _binary_labels(labels, n: int | None = None, what: str = "labels") -> np.ndarray:

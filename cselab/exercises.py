@@ -3,7 +3,9 @@
 Each ``check_*`` runs the learner's function and a reference on seeded inputs (edge
 cases included). On success it prints one line; on failure it raises ``AssertionError``
 saying what differs (shape, or value on which input) and, when the answer matches a
-known mistake, a hint about that mistake -- never just "wrong".
+known mistake, a hint about that mistake -- never just "wrong". A prediction check
+(:func:`check_loss_predictions`) runs an experiment instead, prints what it measured next to
+the predictions the learner wrote down, and explains every prediction that misses.
 """
 from __future__ import annotations
 
@@ -105,16 +107,36 @@ def check_uniformity(fn: Callable) -> None:
     ])
 
 
-def check_identical_embeddings_loss(fn: Callable) -> None:
-    """Exercise 1.3: ``fn(batch_size)`` = SimCSE's InfoNCE when every embedding is the same vector."""
-    # batch size 2 last: there log(B - 1) = 0 would shadow the hint for answering 0
-    cases = [_Case(f"batch size {b}", (b,)) for b in (3, 64, 512, 2)]
-    _check("Exercise 1.3", fn, lambda b: math.log(b), cases, [
-        (lambda b: math.log(b - 1), "the positive is in the denominator too: B terms, all equal."),
-        (lambda b: math.log(2 * b - 1), "that is the symmetric NT-Xent count (2B - 1 terms); SimCSE's rows score "
-         "one anchor against the B positives only."),
-        (lambda b: 0.0, "all logits are equal, so the softmax is uniform, not one-hot."),
-    ], tol=1e-9)
+def _log(x: float) -> float:
+    """``math.log`` that gives -inf at 0, so that a known mistake evaluated on an edge case cannot raise."""
+    return math.log(x) if x > 0 else -math.inf
+
+
+def check_collapsed_supervised_loss(fn: Callable) -> None:
+    """Exercise 1.3: ``fn(batch_size, alpha)`` = supervised SimCSE's loss (hard negatives, weight ``alpha`` on
+    each row's own one) when every anchor, positive and hard negative is the same vector."""
+    # the first case tells every known mistake apart; alpha = 0 (own hard negative removed) and a batch of
+    # one (no other rows at all) are the edge cases
+    cases = [_Case(f"B={b}, alpha={a}", (b, a))
+             for b, a in [(64, 0.5), (3, 2.0), (8, 1.0), (5, 0.0), (1, 2.0), (1, 0.0)]]
+    _check("Exercise 1.3", fn, lambda b, a: _log(2 * b - 1 + a), cases, [
+        (lambda b, a: _log(b), "that is the collapse value WITHOUT hard negatives (section 5); here every "
+         "row's denominator also holds the batch's hard negatives."),
+        (lambda b, a: _log(2 * b), "that is right for alpha = 1 only: row i's own hard negative counts alpha "
+         "times, the B - 1 other hard negatives once each."),
+        (lambda b, a: _log(2 * b - 1), "row i's own hard negative is still in the denominator, weighted by alpha "
+         "(it leaves only when alpha = 0)."),
+        (lambda b, a: _log(b + a), "the OTHER rows' hard negatives are in every row's denominator too (section 4: "
+         "each row scores all B hard negatives of the batch)."),
+        (lambda b, a: _log(2 * b + a), "row i's own hard negative is one of the B hard negatives: it counts alpha "
+         "times INSTEAD of once, so the denominator holds B positives, B - 1 other hard negatives and alpha."),
+        (lambda b, a: _log(2 * b - 2 + a), "the positive itself is in the denominator too (this is not the "
+         "decoupled loss of section 6)."),
+        (lambda b, a: _log(2 * b - 1 + math.exp(a)), "alpha is the weight itself: log(alpha) is what is added "
+         "to the logit, so the own term is e^(s + log alpha) = alpha e^s."),
+        (lambda b, a: 0.0, "all logits are equal, so the softmax is spread over every "
+         "candidate, not one-hot."),
+    ], tol=1e-6)  # a numerical answer computed in float32 is still a correct answer
 
 
 # ------------------------------------------------------------------ chapter 02
@@ -128,20 +150,66 @@ def _padded_batch(seed: int, batch: int, seq: int, dim: int):
     return hidden, mask
 
 
-def check_mean_pooling(fn: Callable) -> None:
-    """Exercise 2.1: ``fn(last_hidden, attention_mask)`` = masked mean, (batch, seq, dim) -> (batch, dim)."""
-    cases = [_Case(f"a padded batch {b}x{s}x{d}", _padded_batch(i, b, s, d))
-             for i, (b, s, d) in enumerate([(3, 5, 4), (6, 9, 8), (2, 1, 3)])]
+def _max_pooling_cases() -> list[_Case]:
+    """Padded batches whose padding vectors are larger than every real value (as arbitrary padding outputs
+    can be), one batch whose real values are all negative, no padding at all, a batch of one, float32."""
+    cases = []
+    for i, (b, s, d, what) in enumerate([(3, 5, 4, "large padding"), (4, 6, 5, "real values all negative"),
+                                         (2, 1, 3, "no padding"), (1, 4, 3, "a batch of one 1-token sentence"),
+                                         (5, 7, 6, "float32")]):
+        h, m = _padded_batch(70 + i, b, s, d)
+        pad = (m == 0).unsqueeze(-1)
+        if what == "real values all negative":
+            h = torch.where(pad, h, -h.abs() - 0.1)
+        else:
+            h = torch.where(pad, h.abs() + 3.0, h)  # padding beats every real value
+        if what == "float32":
+            h = h.float()
+        cases.append(_Case(f"a padded batch {b}x{s}x{d} ({what})", (h, m)))
+    return cases
 
-    def reference(h, m):
+
+def _masked_max(h, m):
+    return h.masked_fill(m.unsqueeze(-1) == 0, float("-inf")).amax(dim=1)
+
+
+def _pooling_answer(exercise: str, fn: Callable) -> Callable:
+    """Run the learner on copies of the inputs (an in-place edit must not change the reference's inputs) and
+    turn two torch pitfalls into hints: an integer mask in ``masked_fill`` and the (values, indices) pair."""
+    def wrapped(h, m):
+        try:
+            out = fn(h.clone(), m.clone())
+        except RuntimeError as err:
+            if "boolean mask" not in str(err):
+                raise
+            raise AssertionError(
+                f"{exercise}: masked_fill needs a bool mask, and attention_mask holds integers (1 = token, 0 = "
+                "padding).\nHint: use `attention_mask == 0` (True at padding) or `.bool()`; `~attention_mask` is "
+                "a bitwise NOT of the integers (-2 and -1), not a logical one.") from None
+        if isinstance(out, tuple) and hasattr(out, "values") and hasattr(out, "indices"):
+            raise AssertionError(f"{exercise}: you return the pair (values, indices) that torch.max(x, dim) "
+                                 "gives.\nHint: return its `.values`, or use `x.amax(dim)`.")
+        return out
+    return wrapped
+
+
+def check_max_pooling(fn: Callable) -> None:
+    """Exercise 2.1: ``fn(last_hidden, attention_mask)`` = masked max pooling, (batch, seq, dim) -> (batch, dim):
+    each dimension's maximum over the sentence's real tokens."""
+    def masked_mean(h, m):
         w = m.unsqueeze(-1).to(h.dtype)
         return (h * w).sum(1) / w.sum(1)
 
-    _check("Exercise 2.1", fn, reference, cases, [
-        (lambda h, m: h.mean(1), "padding positions are averaged in: weight tokens by the attention mask."),
-        (lambda h, m: (h * m.unsqueeze(-1)).sum(1) / h.shape[1], "divide by the number of real tokens per "
-         "sentence (attention_mask.sum(1)), not by the padded length."),
-        (lambda h, m: h[:, 0], "this is CLS pooling (the first token); average over the real tokens instead."),
+    _check("Exercise 2.1", _pooling_answer("Exercise 2.1", fn), _masked_max, _max_pooling_cases(), [
+        (lambda h, m: h.amax(1), "padding positions take part in the maximum. Their output vectors are arbitrary "
+         "(here larger than every real value): set them to -inf before the max, e.g. "
+         "last_hidden.masked_fill(attention_mask.unsqueeze(-1) == 0, float('-inf'))."),
+        (lambda h, m: (h * m.unsqueeze(-1)).amax(1), "multiplying by the mask turns padding into 0, and 0 beats "
+         "every real value of a dimension in which the sentence's values are all negative (a 1-token sentence "
+         "often has such dimensions). Fill padding with -inf, not 0."),
+        (masked_mean, "that is the masked MEAN of section 1; take the maximum over the real tokens instead."),
+        (lambda h, m: h[:, 0], "that is the first token only ([CLS] pooling); take the maximum over every real "
+         "token."),
     ])
 
 
@@ -201,22 +269,124 @@ def check_anisotropy(fn: Callable) -> None:
 
 
 # ------------------------------------------------------------------ chapter 03
-def check_unsup_simcse_loss(fn: Callable) -> None:
-    """Exercise 3.1: ``fn(z1, z2, temperature)`` = unsupervised SimCSE loss (Eq. 1) of two (B, dim) views."""
-    cases = [_Case(f"B={b}, tau={t}", (*_embeddings(20 + s, 2 * b, 8).split(b), t))
-             for s, (b, t) in enumerate([(4, 0.05), (6, 0.1), (3, 1.0), (8, 0.5)])]
-    near = _embeddings(29, 5, 8)
-    cases.append(_Case("views that are near copies", (near, near + 0.1 * _embeddings(30, 5, 8), 0.05)))
-    cos = lambda x, y: F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T  # noqa: E731
-    ce = lambda logits: F.cross_entropy(logits, torch.arange(len(logits)))  # noqa: E731
-    _check("Exercise 3.1", fn, lambda a, b, t: info_nce(a, b, temperature=t), cases, [
-        (lambda a, b, t: ce(cos(a, a) / t), "the columns must be the SECOND view (z1 @ z2.T): z1 @ z1.T compares "
-         "each view with itself, so the positive logit is always 1 / tau."),
-        (lambda a, b, t: ce(a @ b.T / t), "normalise the views first: the logits are cosine similarities."),
-        (lambda a, b, t: ce(cos(a, b)), "divide the cosine similarities by the temperature."),
-        (lambda a, b, t: info_nce(a, b, temperature=t, symmetric=True), "that is the symmetric NT-Xent (2B rows, "
-         "2B - 2 negatives); SimCSE's rows are the first views only, the columns the second views."),
-    ])
+# name -> (what the experiment does to the two views, the change as a function (z1, z2, v) -> (z1', z2') where
+# v is one fixed vector as long as an average embedding, why the loss moves as it does)
+LOSS_CHANGES = {
+    "scale": ("multiply every embedding of both views by 10", lambda a, b, v: (10 * a, 10 * b),
+              "the logits are cosine similarities and cos(10u, 10v) = cos(u, v): the loss sees directions only, "
+              "so nothing moves (0)."),
+    "flip_sign": ("multiply every embedding of both views by -1", lambda a, b, v: (-a, -b),
+                  "cos(-u, -v) = cos(u, v): flipping every vector (like any rotation or reflection of all of them "
+                  "at once) keeps every angle between them, so nothing moves (0)."),
+    "reverse_rows": ("reverse the order of the sentences, i.e. of the rows of both views",
+                     lambda a, b, v: (a.flip(0), b.flip(0)),
+                     "each sentence keeps its own positive and the same set of candidates; the loss is a mean over "
+                     "rows, and the order of rows and columns plays no part (0)."),
+    "roll_second_view": ("rotate the rows of the second view by one, so that each first view is paired with "
+                         "another sentence's second view", lambda a, b, v: (a, b.roll(1, 0)),
+                         "each row's target column now holds ANOTHER sentence's view, while its own view is still "
+                         "a candidate, now counted as a negative. How much the loss rises depends on how similar "
+                         "the sentences are (depends)."),
+    "swap_views": ("swap the views: z2 as the anchors (rows), z1 as the candidates (columns)",
+                   lambda a, b, v: (b, a),
+                   "Eq. 1 is not symmetric: with the views swapped, each softmax runs over a COLUMN of the same "
+                   "cosine matrix instead of a row. The positive logits stay, the denominators change (depends; the "
+                   "change is small when both views are equally noisy, but not 0). NT-Xent (chapter 01) scores both "
+                   "directions."),
+    "add_vector": ("add one fixed vector (as long as an average embedding) to every embedding of both views",
+                   lambda a, b, v: (a + v, b + v),
+                   "cosine similarity is not invariant to a shift: adding one vector to all embeddings pulls them "
+                   "towards its direction and raises the cosines, the negatives' too (chapter 02's anisotropy, "
+                   "which centring removes). By how much depends on the embeddings (depends)."),
+    "duplicate_batch": ("append the batch to itself: [z1; z1] against [z2; z2]",
+                        lambda a, b, v: (torch.cat([a, a]), torch.cat([b, b])),
+                        "every candidate now appears twice, so each row's denominator doubles while its numerator "
+                        "stays: every row's loss rises by exactly log 2 (about 0.693), whatever the embeddings. A "
+                        "sentence that occurs twice in a batch makes its copy a false negative (chapter 04)."),
+}
+
+
+def loss_changes(z1: torch.Tensor, z2: torch.Tensor, temperature: float, seed: int = 0) -> dict[str, float]:
+    """The experiment of exercise 3.1: ``{name: L_after - L_before}`` for every change in :data:`LOSS_CHANGES`,
+    where L is SimCSE's Eq. 1 (:func:`cselab.losses.info_nce`) of the two ``(B, dim)`` views, in float64."""
+    a, b = torch.as_tensor(z1).detach().double().cpu(), torch.as_tensor(z2).detach().double().cpu()
+    g = torch.Generator().manual_seed(seed)
+    v = F.normalize(torch.randn(a.shape[1], generator=g, dtype=torch.float64), dim=0) * a.norm(dim=1).mean()
+    before = info_nce(a, b, temperature=temperature).item()
+    return {name: info_nce(*change(a, b, v), temperature=temperature).item() - before
+            for name, (_, change, _) in LOSS_CHANGES.items()}
+
+
+def _prediction(value):
+    """A prediction as the number it states, ``"depends"``, or None when it is neither."""
+    if isinstance(value, str):
+        return "depends" if value.strip().lower() == "depends" else None
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def check_loss_predictions(fn: Callable) -> None:
+    """Exercise 3.1: ``fn()`` returns ``{name: prediction}`` for every change in :data:`LOSS_CHANGES`: the exact
+    change of Eq. 1 (``L_after - L_before``) when it is the same for every batch, else ``"depends"``.
+
+    Runs the experiment (:func:`loss_changes`) on three seeded batches of positive pairs, prints what it
+    measured next to the predictions, and on a wrong prediction raises AssertionError explaining why the loss
+    moves as it does.
+    """
+    exercise = "Exercise 3.1"
+    try:
+        predictions = fn()
+    except NotImplementedError:
+        raise AssertionError(f"{exercise}: not implemented yet -- replace the `raise NotImplementedError` "
+                             "line.") from None
+    if predictions is None:
+        raise AssertionError(f"{exercise}: your function returned None; did you forget `return`?")
+    if not isinstance(predictions, dict):
+        raise AssertionError(f"{exercise}: return a dict {{name: prediction}} with the keys {list(LOSS_CHANGES)}; "
+                             f"you return a {type(predictions).__name__}.")
+    missing = [k for k in LOSS_CHANGES if k not in predictions]
+    unknown = [k for k in predictions if k not in LOSS_CHANGES]
+    if missing or unknown:
+        raise AssertionError(f"{exercise}: predict every change exactly once. Missing: {missing or 'none'}; "
+                             f"unknown keys (check the spelling): {unknown or 'none'}.")
+    stated = {k: _prediction(v) for k, v in predictions.items()}
+    for name, value in stated.items():
+        if value is None:
+            raise AssertionError(
+                f"{exercise}: your prediction for {name!r} is {predictions[name]!r}. Write a number, the exact change "
+                "L_after - L_before when it is the same for every batch (0 if the loss does not move), or the "
+                "string 'depends' when the change depends on the embeddings.")
+    batches = []
+    for s, (b, d, t) in enumerate([(8, 16, 0.05), (5, 8, 0.1), (16, 32, 1.0)]):
+        z1 = _embeddings(100 + s, b, d)
+        batches.append((z1, z1 + 0.5 * _embeddings(110 + s, b, d), t))  # views: noisy copies, as dropout makes
+    runs = [loss_changes(*batch) for batch in batches]
+    measured = {name: [run[name] for run in runs] for name in LOSS_CHANGES}
+    truth = {name: "depends" if max(m) - min(m) > 1e-9 else sum(m) / len(m) for name, m in measured.items()}
+
+    def shown(value):
+        return "'depends'" if value == "depends" else f"{round(value, 4) + 0.0:g}"
+
+    def right(name):
+        p, t = stated[name], truth[name]
+        return p == t if "depends" in (p, t) else abs(p - t) <= 0.01
+
+    print(f"{'change':<18}{'your prediction':>16}   measured L_after - L_before on {len(batches)} batches")
+    for name in LOSS_CHANGES:
+        values = "  ".join(f"{round(x, 4) + 0.0:+.4f}" for x in measured[name])
+        print(f"{name:<18}{shown(stated[name]):>16}   {values}   {'right' if right(name) else 'WRONG'}")
+    wrong = [name for name in LOSS_CHANGES if not right(name)]
+    if wrong:
+        raise AssertionError(f"{exercise}: {len(wrong)} of {len(LOSS_CHANGES)} predictions differ from the "
+                             "experiment.\n" + "\n".join(
+                                 f"- {name}: you predicted {shown(stated[name])}, the experiment gives "
+                                 f"{shown(truth[name])}. Why: {LOSS_CHANGES[name][2]}" for name in wrong))
+    print(f"{exercise}: correct on {len(LOSS_CHANGES)} predictions, each measured on {len(batches)} batches.")
 
 
 def check_identical_views_loss(fn: Callable) -> None:
@@ -259,12 +429,6 @@ def check_alignment_from_views(fn: Callable) -> None:
 
 
 # ------------------------------------------------------------------ chapter 04
-def _sup_logits(a, p, n, t, w):
-    hard = F.normalize(a, dim=-1) @ F.normalize(n, dim=-1).T / t  # (B, B)
-    hard = hard + torch.zeros_like(hard).fill_diagonal_(w)
-    return torch.cat([F.normalize(a, dim=-1) @ F.normalize(p, dim=-1).T / t, hard], dim=1)  # (B, 2B)
-
-
 def _no_nan(exercise: str, fn: Callable) -> Callable:
     def wrapped(*args):
         out = fn(*args)
@@ -275,19 +439,82 @@ def _no_nan(exercise: str, fn: Callable) -> Callable:
     return wrapped
 
 
-def check_sup_logits(fn: Callable) -> None:
-    """Exercise 4.1: ``fn(z1, z2, z3, temperature, weight)`` = supervised SimCSE logits (B, 2B), Eq. 8."""
-    cases = [_Case(f"B={b}, tau={t}, w={w:.3g}", (*_embeddings(s, 3 * b, 8).split(b), t, w))
-             for s, (b, t, w) in enumerate([(4, 0.05, 0.0), (6, 0.1, math.log(2)), (3, 1.0, -1.5),
-                                            (5, 0.05, -math.inf)])]
-    cos = lambda x, y: F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T  # noqa: E731
-    _check("Exercise 4.1", _no_nan("Exercise 4.1", fn), _sup_logits, cases, [
-        (lambda a, p, n, t, w: torch.cat([cos(a, p) / t, cos(a, n) / t + w], 1),
-         "add w to the row's OWN hard negative only (the diagonal of the right block)."),
-        (lambda a, p, n, t, w: _sup_logits(a, p, n, 1.0, w), "divide the cosines by the temperature."),
-        (lambda a, p, n, t, w: torch.cat([a @ p.T / t, a @ n.T / t + torch.zeros(len(a), len(a), dtype=a.dtype)
-                                          .fill_diagonal_(w)], 1),
-         "the logits are cosine similarities: normalise z1, z2, z3 first."),
+def _same_premise(premises, upper_only: bool = False) -> torch.Tensor:
+    """(B, B) bool: True at (i, j), i != j, where rows i and j have the same premise (j > i only, if asked)."""
+    b = len(premises)
+    return torch.tensor([[premises[i] == premises[j] and i != j and (j > i or not upper_only) for j in range(b)]
+                         for i in range(b)], dtype=torch.bool).reshape(b, b)
+
+
+def _duplicate_aware(a, p, n, premises, t, *, positive=True, hard=False, upper_only=False):
+    """Supervised SimCSE loss (alpha = 1) with the same-premise entries of the chosen blocks set to -inf."""
+    a, p, n = (F.normalize(x, dim=-1) for x in (a, p, n))
+    same = _same_premise(premises, upper_only)
+    pos_block, hard_block = a @ p.T / t, a @ n.T / t  # (B, B) each
+    if positive:
+        pos_block = pos_block.masked_fill(same, float("-inf"))
+    if hard:
+        hard_block = hard_block.masked_fill(same, float("-inf"))
+    return F.cross_entropy(torch.cat([pos_block, hard_block], dim=1), torch.arange(len(a)))
+
+
+def _finite_loss(exercise: str, fn: Callable) -> Callable:
+    def wrapped(a, p, n, premises, t):
+        try:
+            out = fn(a, p, n, list(premises), t)  # a copy: an in-place edit must not change the reference's input
+        except RuntimeError as err:
+            if "boolean mask" in str(err):
+                hint = "the mask must be a bool tensor (True = remove); build it with comparisons or dtype=torch.bool."
+            elif "must match the size" in str(err):
+                hint = "the mask needs one entry per logit: shape (B, 2B), the entailment block and then the " \
+                       "contradiction block, not (B, B)."
+            else:
+                raise
+            raise AssertionError(f"{exercise}: on premises {list(premises)} your mask fails in masked_fill "
+                                 f"({err}).\nHint: {hint}") from None
+        if out is not None and not torch.isfinite(torch.as_tensor(out, dtype=torch.float64)).all():
+            raise AssertionError(
+                f"{exercise}: your loss is inf or NaN (premises {list(premises)}, tau={t}).\nHint: never mask the "
+                "diagonal: entry (i, i) of the positive block is row i's target, and a target logit of -inf makes "
+                "the loss infinite. Mask (i, j) only for i != j. And fill with masked_fill: a 0/1 mask multiplied "
+                "by -inf gives 0 * -inf = NaN.")
+        return out
+    return wrapped
+
+
+def check_duplicate_aware_loss(fn: Callable) -> None:
+    """Exercise 4.1: ``fn(z1, z2, z3, premises, temperature)`` = supervised SimCSE's loss (alpha = 1) in which
+    row i no longer counts the entailment of another row with the same premise as a negative."""
+    # the first batch tells every known mistake apart; then no duplicates, one premise for all, a batch of one
+    specs = [(["a", "b", "a", "c"], 0.05), (["x", "y", "x", "x", "z", "y"], 0.1), (["a", "b", "c"], 1.0),
+             (["p", "p", "p"], 0.5), (["s"], 0.05)]
+    cases = [_Case(f"B={len(k)}, premises {k}, tau={t}", (*_embeddings(120 + s, 3 * len(k), 8).split(len(k)), k, t))
+             for s, (k, t) in enumerate(specs)]
+
+    def first_rows_only(a, p, n, premises, t):
+        keep = [i for i, x in enumerate(premises) if premises.index(x) == i]
+        return info_nce(a[keep], p[keep], temperature=t, negatives=n[keep])
+
+    def as_positives(a, p, n, premises, t):
+        a, p, n = (F.normalize(x, dim=-1) for x in (a, p, n))
+        logits = torch.cat([a @ p.T, a @ n.T], dim=1) / t
+        mine = _same_premise(premises) | torch.eye(len(a), dtype=torch.bool)
+        return (logits.logsumexp(1) - (a @ p.T / t).masked_fill(~mine, float("-inf")).logsumexp(1)).mean()
+
+    _check("Exercise 4.1", _finite_loss("Exercise 4.1", fn), _duplicate_aware, cases, [
+        (lambda a, p, n, k, t: info_nce(a, p, temperature=t, negatives=n), "nothing was removed: row i still "
+         "counts the entailment of another row with the same premise as a negative."),
+        (lambda a, p, n, k, t: _duplicate_aware(a, p, n, k, t, hard=True), "remove the same-premise entries of the "
+         "POSITIVE block only: a contradiction of the same premise contradicts row i's premise too, so it is a "
+         "real negative (section 3)."),
+        (lambda a, p, n, k, t: _duplicate_aware(a, p, n, k, t, positive=False, hard=True), "you masked the "
+         "contradictions (the right block); the false negatives are the entailments, in the left block."),
+        (lambda a, p, n, k, t: _duplicate_aware(a, p, n, k, t, upper_only=True), "mask both (i, j) and (j, i): "
+         "row j treats row i's entailment as a negative just as row i treats row j's."),
+        (first_rows_only, "keep every row and remove logits, not rows: each duplicate row is still a training "
+         "example with its own entailment."),
+        (as_positives, "that counts the other rows' entailments of the same premise as extra POSITIVES (in the "
+         "numerator); this exercise only takes them out of the denominator."),
     ])
 
 
@@ -394,29 +621,97 @@ def check_repeat_tokens(fn: Callable) -> None:
     ], tol=0)
 
 
-def _esimcse_logits(z1, z2, queue, t):
-    a = F.normalize(z1, dim=-1)
-    cols = torch.cat([F.normalize(z2, dim=-1), F.normalize(queue, dim=-1)])  # (B + M, dim)
-    return a @ cols.T / t  # (B, B + M)
+def _official_positions(ids, rate, r) -> list[int]:
+    """The positions ESimCSE's official rule picks (section 2 of chapter 05): ``randrange`` first, then ``sample``."""
+    bound = int(rate * len(ids))
+    if bound <= 0:
+        return []
+    count = r.randrange(min(10, bound))
+    return r.sample(range(1, len(ids) - 1), count)
 
 
-def check_esimcse_logits(fn: Callable) -> None:
-    """Exercise 5.2: ``fn(z1, z2, queue, temperature)`` = ESimCSE's (B, B + M) logits; M may be 0."""
-    cases = []
-    for s, (b, m, t) in enumerate([(4, 6, 0.05), (3, 0, 0.05), (5, 10, 0.1), (2, 1, 1.0)]):
-        e = _embeddings(60 + s, 2 * b + m, 8)
-        cases.append(_Case(f"B={b}, M={m}, tau={t}", (e[:b], e[b:2 * b], e[2 * b:], t)))
-    cos = lambda x, y: F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T  # noqa: E731
-    _check("Exercise 5.2", fn, _esimcse_logits, cases, [
-        (lambda a, p, q, t: torch.cat([cos(a, q), cos(a, p)], 1) / t, "put the B positives-and-in-batch columns "
-         "first and the M queue columns after them: row i's target is column i."),
-        (lambda a, p, q, t: torch.cat([cos(a, p), cos(p, q)], 1) / t, "the queue columns score the ANCHORS z1 "
-         "against the queue (cos(z1_i, q_m)), not the second views."),
-        (lambda a, p, q, t: torch.cat([cos(a, p) / t, cos(a, q)], 1), "divide the queue columns by the "
-         "temperature too: they are logits like the others."),
-        (lambda a, p, q, t: torch.cat([cos(a, p), F.normalize(a, dim=-1) @ q.T], 1) / t,
-         "normalise the queue rows too: every logit is a cosine similarity."),
-    ])
+def check_delete_tokens(fn: Callable) -> None:
+    """Exercise 5.2: ``fn(ids, del_rate, rng)`` = the official repetition draws of exercise 5.1 (same
+    ``randrange``, same ``sample``), with each chosen token deleted instead of repeated.
+
+    ``rng`` is a fresh ``random.Random(seed)`` per call, so the same draws must pick the same positions.
+    The caller's list must not change (the chapter passes its corpus). A wrong answer is shown in full,
+    next to the expected list and the positions the draws chose.
+    """
+    import random
+
+    exercise = "Exercise 5.2"
+
+    def ids_of(seed, length, vocab):  # [CLS]=2 ... [SEP]=3; a small vocabulary repeats ids inside a sentence
+        g = random.Random(3000 + seed)
+        return [2] + [g.randrange(5, 5 + vocab) for _ in range(length - 2)] + [3]
+
+    def deleted(ids, chosen):
+        return [t for k, t in enumerate(ids) if k not in set(chosen)]
+
+    def shifted(ids, chosen):  # del out[k] in increasing k, skipping what is past the end
+        out = list(ids)
+        for k in sorted(chosen):
+            if k < len(out):
+                del out[k]
+        return out
+
+    def by_value(ids, chosen):  # out.remove(ids[k]): the first token with that id goes
+        out = list(ids)
+        for k in chosen:
+            out.remove(ids[k])
+        return out
+
+    mistakes = [
+        (_in_place, "that is word repetition (exercise 5.1): here each chosen token is left out, not doubled."),
+        (shifted, "after `del out[k]` every later token moves one place to the left, so the next chosen position "
+         "points at the wrong token. Delete from the highest position down (sorted(..., reverse=True)) or build a "
+         "new list of the tokens that are not chosen."),
+        (by_value, "list.remove(value) deletes the FIRST token with that id, which is not always the one at the "
+         "chosen position: a sentence can hold the same id twice ('a man plays a guitar'). Keep or drop tokens by "
+         "position."),
+        (lambda ids, chosen: ids[:len(ids) - 1 - len(chosen)] + ids[-1:], "the length is right but the tokens are "
+         "not: delete the tokens at the chosen positions, not the last ones."),
+        (lambda ids, chosen: list(ids), "nothing was deleted: drop each token whose position is in `chosen`."),
+    ]
+    # (seed, length, rate, vocabulary); the first case tells every known mistake apart, the others are the
+    # edges: nothing drawn (short sentence), only [CLS] [SEP], every word deleted, the cap of 10, rate 0
+    specs = [(0, 24, 0.32, 6), (1, 3, 0.32, 50), (2, 2, 0.9, 50), (11, 5, 0.9, 3), (5, 40, 0.32, 500),
+             (7, 16, 0.5, 4), (8, 12, 0.0, 50)]
+    for seed, length, rate, vocab in specs:
+        ids = ids_of(seed, length, vocab)
+        where = f"L={length} tokens, del_rate={rate}, seed {seed}"
+        given = list(ids)
+        try:
+            out = fn(given, rate, random.Random(seed))
+        except NotImplementedError:
+            raise AssertionError(f"{exercise}: not implemented yet -- replace the `raise NotImplementedError` "
+                                 "line.") from None
+        except IndexError as err:
+            raise AssertionError(
+                f"{exercise}: your function raised IndexError ({err}) on {where}. Hint: if you delete with "
+                "`del out[k]`, every later token moves one place to the left, so the next chosen position points at "
+                "the wrong token (or past the end). Delete from the highest position down, or build a new list of "
+                "the tokens that are not chosen.") from None
+        if out is None:
+            raise AssertionError(f"{exercise}: your function returned None on {where}; did you forget `return`?")
+        if given != ids:
+            raise AssertionError(f"{exercise}: your function changed its argument `ids` in place (the caller's "
+                                 "token list). Hint: build a new list, e.g. with a list comprehension.")
+        try:
+            got = [int(t) for t in out]
+        except (TypeError, ValueError):
+            raise AssertionError(f"{exercise}: on {where} you return {out!r}; return a list of token ids.") from None
+        chosen = sorted(_official_positions(ids, rate, random.Random(seed)))
+        want = deleted(ids, chosen)
+        if got != want:
+            first = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            hint = next((f"\nHint: {message}" for wrong, message in mistakes if got == wrong(list(ids), chosen)), "")
+            raise AssertionError(
+                f"{exercise}: on {where} the draws choose positions {chosen} of\n  ids        {ids}\n"
+                f"  you return {got} ({len(got)} tokens)\n  expected   {want} ({len(want)} tokens)\n"
+                f"They differ first at position {first}.{hint}")
+    print(f"{exercise}: correct on {len(specs)} test inputs.")
 
 
 def check_ema_after(fn: Callable) -> None:
@@ -478,48 +773,31 @@ def _rtd_batch(seed: int, n: int, seq: int, vocab: int = 40, cls_id: int = 2):
     return original, generated, mask
 
 
-def _inputs_unchanged(exercise: str, fn: Callable, names: tuple[str, ...]) -> Callable:
-    def wrapped(*args):
-        before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
-        out = fn(*args)
-        for name, a, b in zip(names, args, before):
-            if isinstance(a, torch.Tensor) and not torch.equal(a, b):
-                raise AssertionError(f"{exercise}: your function changed its argument `{name}` in place. Hint: work "
-                                     "on a copy (.clone()) or build a new tensor (torch.cat, torch.where).")
-        return out
-    return wrapped
+def check_changed_input_share(fn: Callable) -> None:
+    """Exercise 6.1: ``fn(masking_ratio, vocab_size)`` = the expected share of the maskable tokens whose id in
+    the generator's INPUT differs from the original under BERT's 80/10/10 masking, the random ids being drawn
+    uniformly from all ``vocab_size`` ids (as ``cselab.augment.mask_tokens`` and the official code do)."""
+    # the first case tells every known mistake apart; a vocabulary of 2 makes the 1 / V term large, 30522
+    # (BERT's) makes it tiny but not zero; ratios 0 and 1 are the edges
+    cases = [_Case(f"masking_ratio={p}, vocab_size={v}", (p, v))
+             for p, v in [(0.3, 5), (0.15, 30522), (0.3, 8000), (0.5, 2), (0.0, 100), (1.0, 10)]]
 
+    def reference(p, v):
+        return p * (0.8 + 0.1 * (v - 1) / v)
 
-def check_replaced_labels(fn: Callable) -> None:
-    """Exercise 6.1: ``fn(original, generated, attention_mask)`` = DiffCSE's RTD labels (n, seq), 0/1.
-
-    Position 0 of ``generated`` is reset to the original first token, padding is labelled 0.
-    """
-    cases = [_Case(f"{n} sequences of length {s}", _rtd_batch(60 + i, n, s))
-             for i, (n, s) in enumerate([(4, 7), (6, 12), (3, 3), (8, 5)])]
-
-    def reference(x, g, m):
-        g = g.clone()
-        g[:, 0] = x[:, 0]
-        return (g != x).long() * m
-
-    def no_reset(x, g, m):
-        return (g != x).long() * m
-
-    def no_mask(x, g, m):
-        return reference(x, g, torch.ones_like(m))
-
-    _check("Exercise 6.1", _inputs_unchanged("Exercise 6.1", fn, ("original", "generated", "attention_mask")),
-           reference, cases, [
-               (no_reset, "reset position 0 first: the official code sets generated[:, 0] = [CLS], so position 0 "
-                "is never labelled 'replaced'."),
-               (no_mask, "multiply by the attention mask: padding positions are labelled 0 even where the "
-                "generator wrote another id there."),
-               (lambda x, g, m: (g != x).long(), "two things are missing: reset position 0 to the original "
-                "[CLS] and multiply by the attention mask (padding = 0)."),
-               (lambda x, g, m: (1 - reference(x, g, m)) * m, "label 1 means REPLACED (generated != original), "
-                "0 means original."),
-           ], tol=0)
+    _check("Exercise 6.1", fn, reference, cases, [
+        (lambda p, v: p, "not every selected token changes: 10 % of them are left as they are (the generator sees "
+         "the original id there), and a random id can happen to be the original one."),
+        (lambda p, v: 0.8 * p, "the 10 % that get a random id change the input too (unless the random id happens "
+         "to be the original one)."),
+        (lambda p, v: 0.9 * p, "a random id is drawn from ALL vocab_size ids, so with probability 1 / vocab_size "
+         "it is the original id and that position does not change."),
+        (lambda p, v: 0.8 + 0.1 * (v - 1) / v, "multiply by masking_ratio: only the selected tokens can change."),
+        (lambda p, v: p * (0.8 + 0.2 * (v - 1) / v), "of the 20 % that do not become [MASK], half get a random id "
+         "and half stay as they are: 10 % random, not 20 %."),
+        (lambda p, v: p * (0.8 + 0.1 * (v - 2) / (v - 1)), "the random id is drawn from all vocab_size ids, the "
+         "original one included: it equals the original with probability 1 / vocab_size."),
+    ], tol=1e-12)
 
 
 def _rtd_logits(seed: int, n: int, seq: int) -> torch.Tensor:
@@ -571,85 +849,197 @@ def check_rtd_loss(fn: Callable) -> None:
     ])
 
 
-def check_condition_first_position(fn: Callable) -> None:
-    """Exercise 6.3: ``fn(embedding_output, h)`` = the discriminator's encoder input, (n, seq, H).
+def _rtd_gradient_experiment(seed: int = 0) -> dict[str, bool]:
+    """A miniature of DiffCSE's RTD step in plain autograd, for every variant of :data:`RTD_GRADIENT_VARIANTS`:
+    ``{variant: whether L_RTD gives the named weights a non-zero gradient}``.
 
-    Position 0 of ``embedding_output`` (n, seq, H) is replaced by ``h`` (n, H); the result must
-    keep ``h`` in the autograd graph and leave ``embedding_output`` unchanged.
+    Sentence encoder: ``h = tanh(features @ W_enc)``. Generator: logits ``E_gen[masked ids]``, argmax. Discriminator:
+    token embeddings ``E_dis``, position 0 replaced by ``h``, one mixing step (every position sees the mean of
+    all positions, as attention would), a two-way head; cross-entropy against the replaced labels.
     """
-    def inputs(seed, n, s, d):
-        g = torch.Generator().manual_seed(seed)
-        return (torch.randn(n, s, d, generator=g, dtype=torch.float64),
-                3.0 * torch.randn(n, d, generator=g, dtype=torch.float64))
+    g = torch.Generator().manual_seed(seed)
+    n, seq, dim, vocab = 4, 6, 8, 12
+    features = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    original = torch.randint(1, vocab, (n, seq), generator=g)
+    masked = original.masked_fill(torch.rand(n, seq, generator=g) < 0.3, 0)  # id 0 = [MASK]
+    w_enc = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    e_gen = torch.randn(vocab, vocab, generator=g, dtype=torch.float64)
+    e_dis = torch.randn(vocab, dim, generator=g, dtype=torch.float64)
+    w_mix = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    w_head = torch.randn(dim, 2, generator=g, dtype=torch.float64)
 
-    cases = [_Case(f"n={n}, seq={s}, H={d}", inputs(90 + i, n, s, d))
-             for i, (n, s, d) in enumerate([(4, 6, 8), (2, 1, 5), (7, 9, 16)])]
+    def step(detach=False, conditioned=True, frozen=False, trainable_generator=False):
+        enc = w_enc.clone().requires_grad_(True)
+        gen = e_gen.clone().requires_grad_(trainable_generator)
+        dis = [w.clone().requires_grad_(not frozen) for w in (e_dis, w_mix, w_head)]
+        h = torch.tanh(features @ enc)  # (n, dim)
+        generated = gen[masked].argmax(-1)  # (n, seq): greedy, at every position
+        generated[:, 0] = original[:, 0]
+        labels = (generated != original).long()
+        x = dis[0][generated]  # (n, seq, dim)
+        if conditioned:
+            x = torch.cat([(h.detach() if detach else h).unsqueeze(1), x[:, 1:]], dim=1)
+        hidden = torch.tanh((x + x.mean(dim=1, keepdim=True)) @ dis[1])
+        loss = F.cross_entropy((hidden @ dis[2]).reshape(-1, 2), labels.reshape(-1))
+        target = gen if trainable_generator else enc
+        if not loss.requires_grad:
+            return False
+        grad, = torch.autograd.grad(loss, [target], allow_unused=True)
+        return grad is not None and bool(grad.abs().sum() > 0)
 
-    def reference(e, h):
-        return torch.cat([h.unsqueeze(1), e[:, 1:]], dim=1)
+    return {"encoder, official": step(), "encoder, h detached": step(detach=True),
+            "encoder, plain ELECTRA": step(conditioned=False), "encoder, frozen discriminator": step(frozen=True),
+            "generator, made trainable": step(trainable_generator=True)}
 
-    def checked(e, h):
-        h = h.detach().clone().requires_grad_(True)
-        out = _inputs_unchanged("Exercise 6.3", fn, ("embedding_output", "h"))(e, h)
-        if out is None or not isinstance(out, torch.Tensor):
-            return out
-        if out.grad_fn is None:
-            raise AssertionError("Exercise 6.3: your result does not depend on h through autograd. Hint: do not "
-                                 "detach h (nor go through numpy or .item()): the RTD gradient reaches the sentence "
-                                 "encoder only through h.")
-        return out.detach()
 
-    def added(e, h):
-        out = e.clone()
-        out[:, 0] = out[:, 0] + h
-        return out
+# variant -> (what changes from the official DiffCSE step, why L_RTD does or does not reach the named weights)
+RTD_GRADIENT_VARIANTS = {
+    "encoder, official": (
+        "the official step: h replaces the discriminator's position-0 input",
+        "h is an input of the discriminator and h is computed by the sentence encoder, so the chain rule "
+        "carries dL_RTD/dh on into the encoder's weights (section 2 counted the tensors)."),
+    "encoder, h detached": (
+        "the discriminator is given h.detach() instead of h",
+        "detach() cuts the only path from L_RTD to the encoder: the discriminator still learns, the encoder is "
+        "trained by the contrastive loss alone, as in SimCSE."),
+    "encoder, plain ELECTRA": (
+        "no conditioning: the discriminator reads the generated sentence only",
+        "the discriminator's input is the generator's output, which does not depend on the encoder: L_RTD has "
+        "no path to the encoder (section 2, 'plain ELECTRA')."),
+    "encoder, frozen discriminator": (
+        "the official step, but the discriminator and electra_head are frozen (requires_grad=False)",
+        "freezing a layer stops ITS weights from being updated, not the gradient from flowing through it back to "
+        "its inputs. h is an input, so the encoder still gets dL_RTD/dh through the frozen layers."),
+    "generator, made trainable": (
+        "the official step, with the generator's weights made trainable (requires_grad=True)",
+        "the generator's output enters the discriminator as token ids chosen by argmax: a discrete choice, with "
+        "no gradient with respect to the logits. The RTD loss cannot train the generator (ELECTRA trains its "
+        "generator with a separate MLM loss)."),
+}
 
-    def last_position(e, h):
-        out = e.clone()
-        out[:, -1] = h
-        return out
 
-    _check("Exercise 6.3", checked, reference, cases, [
-        (added, "REPLACE the position-0 embedding by h (official: cat([h, embedding_output[:, 1:]])), do not add h "
-         "to it."),
-        (last_position, "h goes to position 0 (where [CLS] sits), not to the last position."),
-    ], tol=0)
+def check_rtd_gradient_predictions(fn: Callable) -> None:
+    """Exercise 6.3: ``fn()`` returns ``{variant: True/False}`` for every variant of
+    :data:`RTD_GRADIENT_VARIANTS`: does the RTD loss give the named weights a non-zero gradient?
+
+    Runs the variants on a miniature of DiffCSE's step (:func:`_rtd_gradient_experiment`), prints the
+    predictions next to what it measured, and on a wrong prediction raises AssertionError explaining why.
+    """
+    exercise = "Exercise 6.3"
+    try:
+        predictions = fn()
+    except NotImplementedError:
+        raise AssertionError(f"{exercise}: not implemented yet -- replace the `raise NotImplementedError` "
+                             "line.") from None
+    if predictions is None:
+        raise AssertionError(f"{exercise}: your function returned None; did you forget `return`?")
+    if not isinstance(predictions, dict):
+        raise AssertionError(f"{exercise}: return a dict {{variant: True or False}} with the keys "
+                             f"{list(RTD_GRADIENT_VARIANTS)}; you return a {type(predictions).__name__}.")
+    missing = [k for k in RTD_GRADIENT_VARIANTS if k not in predictions]
+    unknown = [k for k in predictions if k not in RTD_GRADIENT_VARIANTS]
+    if missing or unknown:
+        raise AssertionError(f"{exercise}: predict every variant exactly once. Missing: {missing or 'none'}; "
+                             f"unknown keys (check the spelling): {unknown or 'none'}.")
+    for name, value in predictions.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise AssertionError(f"{exercise}: your prediction for {name!r} is {value!r}. Write True (the RTD loss "
+                                 "gives those weights a non-zero gradient) or False (it gives them none).")
+    measured = _rtd_gradient_experiment()
+    print(f"{'variant':<32}{'your prediction':>16}{'measured':>10}")
+    for name in RTD_GRADIENT_VARIANTS:
+        verdict = "right" if bool(predictions[name]) == measured[name] else "WRONG"
+        print(f"{name:<32}{str(bool(predictions[name])):>16}{str(measured[name]):>10}   {verdict}")
+    wrong = [name for name in RTD_GRADIENT_VARIANTS if bool(predictions[name]) != measured[name]]
+    if wrong:
+        raise AssertionError(f"{exercise}: {len(wrong)} of {len(RTD_GRADIENT_VARIANTS)} predictions differ from the "
+                             "experiment.\n" + "\n".join(
+                                 f"- {name} ({RTD_GRADIENT_VARIANTS[name][0]}): you predicted "
+                                 f"{bool(predictions[name])}, the experiment gives {measured[name]}. "
+                                 f"Why: {RTD_GRADIENT_VARIANTS[name][1]}" for name in wrong))
+    print(f"{exercise}: correct on {len(RTD_GRADIENT_VARIANTS)} predictions, each measured on a miniature DiffCSE "
+          "step.")
 
 
 # ------------------------------------------------------------------ chapter 07
-def check_nt_xent(fn: Callable) -> None:
-    """Exercise 7.1: ``fn(anchors, positives, temperature)`` = DeCLUTR's symmetric NT-Xent, a scalar.
+def _one_pair_draws(n: int, rng, lo: int, hi: int) -> tuple[int, int, int]:
+    """The first four draws of chapter 07's ``one_pair``: the anchor ``(start, end)`` and the positive's length."""
+    a_len = int(rng.beta(4, 2) * (hi - lo) + lo)
+    buckets = list(range(0, n - hi + 1, hi))
+    bucket = buckets[int(rng.integers(0, len(buckets)))]
+    a_start = int(rng.integers(bucket, bucket + hi - a_len + 1))
+    p_len = int(rng.beta(2, 4) * (hi - lo) + lo)
+    return a_start, a_start + a_len, p_len
 
-    The 2N vectors ``[anchors; positives]`` are scored against each other by cosine / temperature,
-    a vector is never its own negative, and each of the 2N rows targets its partner (mean over rows).
+
+def check_adjacent_pair(fn: Callable) -> None:
+    """Exercise 7.1: ``fn(n, rng, lo, hi)`` = chapter 07's ``one_pair`` with one change: the positive shares no
+    token with its anchor and touches it (it ends where the anchor starts or starts where it ends), on a side
+    that fits the document, chosen at random when both fit.
+
+    Each draw gets a fresh ``numpy.random.default_rng(seed)``; the anchor and the positive's length must be
+    ``one_pair``'s (same draws, same order). Documents have ``n >= 2 * hi`` tokens, as ``one_pair`` needs.
     """
-    cases = [_Case(f"N={n}, dim={d}, temperature={t}", (_embeddings(70 + i, n, d), _embeddings(80 + i, n, d), t))
-             for i, (n, d, t) in enumerate([(4, 8, 0.05), (2, 3, 0.5), (6, 16, 0.1), (3, 5, 1.0)])]
-
-    def reference(a, p, t):
-        return info_nce(a, p, temperature=t, symmetric=True)
-
-    def with_self(a, p, t):  # the diagonal left in the denominator
-        z = F.normalize(torch.cat([a, p]), dim=-1)
-        n = len(a)
-        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
-        return F.cross_entropy(z @ z.T / t, targets)
-
-    def dot_products(a, p, t):
-        z = torch.cat([a, p])
-        n = len(a)
-        logits = (z @ z.T / t).masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-        return F.cross_entropy(logits, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
-
-    _check("Exercise 7.1", fn, reference, cases, [
-        (lambda a, p, t: info_nce(a, p, temperature=t), "that is SimCSE's one-directional loss (N rows, N - 1 "
-         "negatives). NT-Xent scores all 2N vectors [anchors; positives] against each other: 2N rows, 2N - 2 "
-         "negatives each."),
-        (with_self, "exclude each vector's similarity with itself (set the diagonal of the 2N x 2N logits to -inf): "
-         "cos(z, z) = 1 is the largest logit of every row and is not a negative."),
-        (dot_products, "use cosine similarity: normalise the embeddings (F.normalize) before the dot products."),
-        (lambda a, p, t: reference(a, p, 1.0), "divide the cosines by the temperature."),
-    ])
+    exercise = "Exercise 7.1"
+    # (n, lo, hi): DeCLUTR's limits on a 2048-token document, the ci limits on a short story, and n = 2 * hi,
+    # where a positive often fits on one side only
+    settings = [(2048, 32, 512), (300, 8, 32), (64, 8, 32), (1100, 32, 512)]
+    draws, both_sides = 0, {s: {"before": 0, "after": 0} for s in settings}
+    for n, lo, hi in settings:
+        for seed in range(150):
+            where = f"n={n}, lo={lo}, hi={hi}, seed {seed}"
+            try:
+                out = fn(n, np.random.default_rng(seed), lo, hi)
+            except NotImplementedError:
+                raise AssertionError(f"{exercise}: not implemented yet -- replace the `raise NotImplementedError` "
+                                     "line.") from None
+            if out is None:
+                raise AssertionError(f"{exercise}: your function returned None on {where}; did you forget `return`?")
+            try:
+                (a0, a1), (p0, p1) = [(int(s), int(e)) for s, e in out]
+            except (TypeError, ValueError):
+                raise AssertionError(f"{exercise}: on {where} you return {out!r}; return two spans, "
+                                     "((a_start, a_end), (p_start, p_end)), as one_pair does.") from None
+            s0, s1, p_len = _one_pair_draws(n, np.random.default_rng(seed), lo, hi)
+            if (a0, a1) != (s0, s1):
+                raise AssertionError(f"{exercise}: on {where} your anchor is [{a0}, {a1}), one_pair's is [{s0}, {s1}). "
+                                     "Hint: keep one_pair's draws for the anchor and the positive's length, in the "
+                                     "same order and from `rng`; only the positive's start changes.")
+            if p1 - p0 != p_len:
+                raise AssertionError(f"{exercise}: on {where} your positive [{p0}, {p1}) has {p1 - p0} tokens, "
+                                     f"one_pair draws p_len = {p_len}. Hint: keep the length; only the start changes.")
+            if p0 < 0 or p1 > n:
+                raise AssertionError(
+                    f"{exercise}: on {where} your positive [{p0}, {p1}) leaves the document of {n} tokens (anchor "
+                    f"[{a0}, {a1})). Hint: a side fits only if the positive stays inside [0, n): before the anchor "
+                    "needs a_start - p_len >= 0, after it a_end + p_len <= n. Use the side that fits.")
+            shared = sum(1 for t in range(p0, p1) if a0 <= t < a1)  # tokens in both spans, one by one
+            if shared:
+                tokens = f"{shared} token{'s' if shared > 1 else ''}"
+                raise AssertionError(
+                    f"{exercise}: on {where} your positive [{p0}, {p1}) shares {tokens} with its anchor "
+                    f"[{a0}, {a1}). Hint: of the starts DeCLUTR's window allows (a_start - p_len ... a_end), only "
+                    "the two ends share no token: a_start - p_len (the positive ends where the anchor starts) and "
+                    "a_end (it starts where the anchor ends).")
+            if p1 != a0 and p0 != a1:
+                gap = a0 - p1 if p1 < a0 else p0 - a1
+                tokens = f"are {gap} tokens" if gap > 1 else "is 1 token"
+                raise AssertionError(
+                    f"{exercise}: on {where} there {tokens} between your positive [{p0}, {p1}) and its anchor "
+                    f"[{a0}, {a1}). Hint: spans are half-open, [start, end) leaves out token `end`, so a positive "
+                    "that ends at a_start (or starts at a_end) already touches the anchor without sharing a token.")
+            if a0 - p_len >= 0 and a1 + p_len <= n:
+                both_sides[(n, lo, hi)]["before" if p1 == a0 else "after"] += 1
+            draws += 1
+    for (n, lo, hi), count in both_sides.items():
+        total = count["before"] + count["after"]
+        if total >= 20 and min(count.values()) == 0:
+            side = "after" if count["after"] else "before"
+            raise AssertionError(
+                f"{exercise}: with n={n}, lo={lo}, hi={hi}, both sides fit in {total} of the draws and your positive "
+                f"is always {side} the anchor. Hint: when both fit, choose one at random with `rng` (e.g. "
+                "rng.integers(0, 2)), so that positives come from before and after their anchors.")
+    print(f"{exercise}: correct on {draws} test inputs.")
 
 
 def check_positive_start_range(fn: Callable) -> None:
@@ -937,4 +1327,121 @@ def check_paired_difference(fn: Callable) -> None:
         (lambda a, b: (np.mean(np.asarray(a) - np.asarray(b)), np.std(np.asarray(a) - np.asarray(b))),
          "use the sample standard deviation (ddof=1) of the differences."),
         (lambda a, b: reference(b, a), "the difference is a - b, not b - a."),
+    ], tol=1e-9)
+
+
+# ------------------------------------------------------------------ chapter 10
+def _padding_mask(lengths: list[int], seq: int, left: list[bool]) -> torch.Tensor:
+    mask = torch.zeros(len(lengths), seq, dtype=torch.long)
+    for i, (n, on_left) in enumerate(zip(lengths, left)):
+        if on_left:
+            mask[i, seq - n:] = 1
+        else:
+            mask[i, :n] = 1
+    return mask
+
+
+def check_last_token_positions(fn: Callable) -> None:
+    """Exercise 10.1: ``fn(attention_mask)`` = (batch,) index of each row's last real token, for right, left
+    and mixed padding."""
+    cases = [
+        _Case("a right-padded batch", (_padding_mask([4, 2, 6, 1], 6, [False] * 4),)),
+        _Case("a left-padded batch", (_padding_mask([4, 2, 6, 1], 6, [True] * 4),)),
+        _Case("a batch padded on both sides (rows 1 and 3 on the left)", (_padding_mask([3, 5, 2, 5], 7,
+                                                                                         [False, True, False, True]),)),
+        _Case("a batch without padding", (torch.ones(3, 5, dtype=torch.long),)),
+        _Case("one 1-token sentence", (torch.ones(1, 1, dtype=torch.long),)),
+        _Case("a bool mask", (_padding_mask([2, 4], 4, [False, True]).bool(),)),
+    ]
+
+    def reference(mask):
+        return torch.tensor([max(k for k in range(mask.shape[1]) if mask[i, k]) for i in range(mask.shape[0])])
+
+    def first_zero(mask):  # argmin finds the first padding position (0 in a row without padding)
+        return mask.long().argmin(dim=1) - 1
+
+    _check("Exercise 10.1", lambda m: fn(m.clone()), reference, cases, [
+        (lambda m: m.long().sum(1) - 1, "length - 1 is right only with RIGHT padding. In a left-padded row the real "
+         "tokens come last, so its last real token is at seq - 1. Find the last position whose mask is 1."),
+        (lambda m: torch.full((m.shape[0],), m.shape[1] - 1), "seq - 1 is right only with LEFT padding (or none); "
+         "in a right-padded row that position is padding."),
+        (first_zero, "the position before the first 0 fails on rows without padding (argmin gives 0 there) and on "
+         "left-padded rows (the first 0 comes before the sentence). Look for the last 1 instead, e.g. "
+         "seq - 1 - mask.flip(1).argmax(1)."),
+    ], tol=0)
+
+
+def _dispersive_by_uniformity(u, n):
+    return math.log((n * (n - 1) * math.exp(u) + n) / n**2)
+
+
+def check_dispersive_from_uniformity(fn: Callable) -> None:
+    """Exercise 10.2: ``fn(u, n)`` = the dispersive loss (tau = 1/2, unit-normalised) of n points whose
+    uniformity (t = 2) is u."""
+    cases = []
+    for s, (n, d) in enumerate([(8, 4), (2, 3), (50, 16), (5, 2)]):
+        u = float(uniformity(_embeddings(100 + s, n, d)))
+        cases.append(_Case(f"{n} random points in {d}-D (u = {u:.3f})", (u, n)))
+    cases.append(_Case("a collapsed batch of 6 (u = 0)", (0.0, 6)))
+    cases.append(_Case("10 points far apart (u = -50)", (-50.0, 10)))
+    _check("Exercise 10.2", fn, _dispersive_by_uniformity, cases, [
+        (lambda u, n: u, "uniformity averages over DISTINCT pairs; the dispersive loss averages exp(-||z_i - z_j||^2 "
+         "/ tau) over all n^2 ordered pairs, the diagonal included (n terms exp(0) = 1). Rebuild the sum: "
+         "n (n - 1) e^u + n."),
+        (lambda u, n: math.log((n - 1) / n) + u, "you rescaled the mean to n^2 pairs but left out the n diagonal "
+         "terms, each exp(0) = 1."),
+        (lambda u, n: math.log((n * (n - 1) * math.exp(u) + n) / (n * (n - 1))), "divide by n^2, the number of "
+         "ordered pairs with the diagonal, not by n (n - 1)."),
+        (lambda u, n: math.log((n * (n - 1) / 2 * math.exp(u) + n) / n**2), "uniformity's mean runs over "
+         "n (n - 1) / 2 unordered pairs, but the sum over ordered pairs counts each of them twice: n (n - 1) e^u."),
+    ], tol=1e-9)
+
+
+def _group_gradient_by_hand(probs, answers, rewards):
+    g = len(answers)
+    r = np.asarray(rewards, dtype=float)
+    std = r.std()
+    adv = np.zeros(g) if std == 0 else (r - r.mean()) / std
+    grad = np.zeros(len(probs))
+    for a_i, A in zip(answers, adv):  # d/dtheta of -(1/G) sum_i A_i log pi(a_i), with d log pi(a)/dtheta = e_a - pi
+        e = np.zeros(len(probs))
+        e[a_i] = 1.0
+        grad -= A * (e - np.asarray(probs, dtype=float)) / g
+    return torch.as_tensor(grad)
+
+
+def check_group_gradient(fn: Callable) -> None:
+    """Exercise 10.3: ``fn(probs, answers, rewards)`` = (K,) gradient, with respect to the logits of a softmax
+    policy with probabilities ``probs``, of ``policy_gradient_loss`` over one prompt's G answers with
+    ``group_advantages(rewards, eps=0)``."""
+    def case(seed, k, answers, rewards):
+        g = torch.Generator().manual_seed(seed)
+        probs = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64), 0)
+        return _Case(f"K={k}, answers {answers}, rewards {rewards}", (probs, list(answers), list(rewards)))
+
+    cases = [case(110, 6, (2, 5), (1.0, 0.0)), case(111, 6, (1, 4, 0), (0.2, 1.0, 0.6)),
+             case(112, 5, (3, 3, 1, 0, 2), (1.0, 1.0, 0.0, 0.5, 0.0)), case(113, 4, (0, 2, 2), (0.0, 1.0, 0.0)),
+             case(114, 4, (1, 3, 0, 2), (0.7, 0.7, 0.7, 0.7)), case(115, 3, (2, 2), (1.0, 0.0))]
+
+    def no_baseline(probs, answers, rewards):  # REINFORCE on the raw rewards: the policy term stays
+        grad = torch.zeros(len(probs), dtype=torch.float64)
+        for a, r in zip(answers, rewards):
+            grad -= r * (F.one_hot(torch.tensor(a), len(probs)).double() - probs) / len(answers)
+        return grad
+
+    def bessel(probs, answers, rewards):
+        r = torch.tensor(rewards, dtype=torch.float64)
+        std = r.std()
+        scale = (r.std(correction=0) / std) if std > 0 else 1.0
+        return _group_gradient_by_hand(probs, answers, rewards) * scale
+
+    _check("Exercise 10.3", fn, _group_gradient_by_hand, cases, [
+        (lambda p, a, r: -_group_gradient_by_hand(p, a, r), "that is the ascent direction of the objective; the "
+         "LOSS is -(1/G) sum_i A_i log pi(a_i), and its gradient has the opposite sign."),
+        (lambda p, a, r: len(a) * _group_gradient_by_hand(p, a, r), "average over the G answers (the loss is a "
+         "mean): divide by G."),
+        (no_baseline, "use the group-normalised advantages, not the raw rewards: without the group's mean as a "
+         "baseline the term pi * sum_i A_i no longer cancels."),
+        (bessel, "group_advantages divides by the population standard deviation (correction 0) unless told "
+         "otherwise, not by torch.std's default with Bessel's correction."),
     ], tol=1e-9)

@@ -53,6 +53,7 @@ from .utils import seed_everything
 
 CONFIG_FILE = "train_config.json"
 RESULT_FILE = "result.json"
+IDENTITY_FILE = "run_identity.json"  # run_or_load: what else a run depends on
 
 
 @dataclass
@@ -553,28 +554,37 @@ def load_or_train(config: TrainConfig, output_dir: str | os.PathLike, **kwargs) 
 
 
 def run_or_load(config: TrainConfig, output_dir: str | os.PathLike, *, replace_stale: bool = False,
-                **kwargs) -> TrainResult:
+                identity: dict | None = None, label: str | None = None, **kwargs) -> TrainResult:
     """Lecture mode with a one-line report: a finished run of ``config`` is loaded, else trained (or resumed).
 
-    A folder that holds a run of another configuration is an error, or, with ``replace_stale``
-    (a chapter's own folder under ``build/``), removed first. ``kwargs`` go to :func:`train`.
+    ``identity`` (JSON values) names what else the run depends on, e.g. the size of an extra
+    evaluation set; it is saved next to the configuration. A folder that holds a run of another
+    configuration or identity is an error, or, with ``replace_stale`` (a chapter's own folder
+    under ``build/``), removed first. ``label`` names the run in the report; ``kwargs`` go to :func:`train`.
     """
-    output_dir = Path(output_dir)
-    saved, finished = output_dir / CONFIG_FILE, output_dir / RESULT_FILE
-    if saved.is_file() and config_from_dict(json.loads(saved.read_text("utf-8"))) != config:
-        if not replace_stale:
-            raise ValueError(f"{output_dir} holds a run of another configuration: choose an empty folder.")
-        shutil.rmtree(output_dir)
+    output_dir, identity = Path(output_dir), dict(identity or {})
+    saved, finished, ident_file = output_dir / CONFIG_FILE, output_dir / RESULT_FILE, output_dir / IDENTITY_FILE
+    label = label or output_dir.name
+    if saved.is_file():
+        previous = json.loads(ident_file.read_text("utf-8")) if ident_file.is_file() else {}
+        if config_from_dict(json.loads(saved.read_text("utf-8"))) != config or previous != identity:
+            if not replace_stale:
+                raise ValueError(f"{output_dir} holds a run of another configuration: choose an empty folder.")
+            print(f"{label}: {output_dir} held a run of another configuration; removed it")
+            shutil.rmtree(output_dir)
     if finished.is_file():
         summary = json.loads(finished.read_text("utf-8"))
         history = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text("utf-8").splitlines()]
         result = TrainResult(output_dir, output_dir / "best", summary["initial_score"], summary["best_score"],
                              summary["best_step"], summary["final_score"], summary["steps"], summary["seconds"],
                              history)
-        print(f"{output_dir.name}: loaded the finished run ({result.steps} steps) from {output_dir}")
+        print(f"{label}: loaded the finished run ({result.steps} steps) from {output_dir}")
         return result
-    result = train(config, output_dir, resume=saved.is_file(), **kwargs)
-    print(f"{output_dir.name}: trained {result.steps} steps in {result.seconds:.0f} s")
+    resume = saved.is_file()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ident_file.write_text(json.dumps(identity, sort_keys=True), "utf-8")
+    result = train(config, output_dir, resume=resume, **kwargs)
+    print(f"{label}: trained {result.steps} steps in {result.seconds:.0f} s")
     return result
 
 

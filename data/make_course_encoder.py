@@ -18,6 +18,12 @@ themselves. Two steps, both seeded:
 `teacher` keeps sentences of 4-40 words, removes duplicates, shuffles with random.Random(0), takes the
 first N and embeds them (a few sentences per second on 2 CPU cores: the slow step). `student` trains
 and saves the BertForMaskedLM in float16 with its tokenizer files.
+
+Route "SmolLM2 itself, lower layers cached": `blocks` keeps SmolLM2's first K decoder blocks, freezes
+the embeddings and block 1, and trains the rest with unsupervised SimCSE on the wiki sample, printing
+STS-B dev before and during training (nothing is saved):
+
+  python data/make_course_encoder.py blocks --data-dir ../shared/data --k 2 [--final-norm]
 """
 from __future__ import annotations
 
@@ -127,6 +133,78 @@ def student(args) -> None:
     print(f"saved {args.out} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, float16)")
 
 
+def blocks(args) -> None:
+    """Route "SmolLM2 itself": its first K decoder blocks as the encoder, unsupervised SimCSE on top.
+
+    Mean pooling of the block-K hidden state (`--final-norm` applies SmolLM2's last RMSNorm, else
+    the raw state); dropout p on block 1's output and in attention is SimCSE's noise; the embeddings
+    and block 1 are frozen (computed without gradients: the "cached lower layers" route). Prints
+    STS-B dev Spearman x100 on the first 500 pairs and the mean pairwise cosine every `--every` steps.
+    """
+    from scipy.stats import spearmanr
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cselab.data import read_stsb
+    from cselab.llm_backends import _quiet_loading, resolve_chat_model
+
+    folder, gguf, _ = resolve_chat_model("smollm2-135m-instruct")
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    with _quiet_loading(True):
+        lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf).model
+    lm.layers = lm.layers[:args.k]
+    norm = lm.norm if args.final_norm else torch.nn.Identity()
+    for layer in lm.layers[1:]:
+        layer.self_attn.attention_dropout = args.dropout
+    for p in [*lm.embed_tokens.parameters(), *lm.layers[0].parameters(), *lm.norm.parameters()]:
+        p.requires_grad_(False)
+    drop = torch.nn.Dropout(args.dropout)
+
+    def encode(batch):  # mean of the block-K state over real tokens: (b, 576)
+        mask = batch["attention_mask"]
+        with torch.no_grad():  # frozen: embeddings and block 1
+            lm.norm, top = torch.nn.Identity(), lm.layers
+            lm.layers = top[:1]
+            low = lm(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+            lm.layers = top
+        lm.layers = top[1:]
+        high = norm(lm(inputs_embeds=drop(low), attention_mask=mask).last_hidden_state)
+        lm.layers = top
+        m = mask.unsqueeze(-1).float()
+        return (high * m).sum(1) / m.sum(1)
+
+    pairs = read_stsb("dev", args.data_dir)
+    a, b, gold = list(pairs.sentences1)[:500], list(pairs.sentences2)[:500], np.asarray(pairs.scores)[:500]
+
+    def score() -> str:
+        lm.eval(), drop.eval()
+        with torch.no_grad():
+            ea, eb = (torch.cat([encode(tok(s[i:i + 128], return_tensors="pt", padding=True))
+                                 for i in range(0, len(s), 128)]) for s in (a, b))
+        z = F.normalize(torch.cat([ea, eb]), dim=-1)
+        n = len(z)
+        return (f"STS-B dev {100 * spearmanr(F.cosine_similarity(ea, eb).numpy(), gold).correlation:.2f}, "
+                f"mean cosine {((z @ z.T).sum() - n).item() / (n * n - n):.3f}")
+
+    print("before:", score(), flush=True)
+    sentences = [s for s in read_sentences([f"{args.data_dir}/unsup/wiki_sample.txt"], 10 ** 9)]
+    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    torch.manual_seed(args.seed)
+    start = time.time()
+    for step in range(args.steps):
+        lm.train(), drop.train()
+        batch = sentences[step * args.batch_size:(step + 1) * args.batch_size]
+        z = encode(tok(batch + batch, return_tensors="pt", padding=True, truncation=True, max_length=32))
+        z1, z2 = z.split(len(batch))  # two dropout views, (b, 576) each
+        logits = F.cosine_similarity(z1.unsqueeze(1), z2.unsqueeze(0), dim=-1) / args.temperature
+        loss = F.cross_entropy(logits, torch.arange(len(batch)))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if (step + 1) % args.every == 0:
+            print(f"step {step + 1}: loss {loss.item():.4f}, {time.time() - start:.0f} s;", score(), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,8 +223,19 @@ def main() -> None:
     s.add_argument("--layers", type=int, default=4)
     s.add_argument("--mlm-weight", type=float, default=1.0)
     s.add_argument("--out", required=True)
+    k = sub.add_parser("blocks")
+    k.add_argument("--data-dir", required=True, help="the data root (STS-B dev, unsup/wiki_sample.txt)")
+    k.add_argument("--k", type=int, default=2, help="decoder blocks kept")
+    k.add_argument("--final-norm", action="store_true", help="apply SmolLM2's final RMSNorm to block K")
+    k.add_argument("--steps", type=int, default=40)
+    k.add_argument("--batch-size", type=int, default=32)
+    k.add_argument("--lr", type=float, default=1e-4)
+    k.add_argument("--temperature", type=float, default=0.05)
+    k.add_argument("--dropout", type=float, default=0.1)
+    k.add_argument("--every", type=int, default=10)
+    k.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    teacher(args) if args.command == "teacher" else student(args)
+    {"teacher": teacher, "student": student, "blocks": blocks}[args.command](args)
 
 
 if __name__ == "__main__":

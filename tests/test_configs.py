@@ -414,3 +414,31 @@ def test_static_shapes_and_compile_mode_values():
                        ({"compile_mode": "reduce-overhead"}, "set static_shapes too")]:
         with pytest.raises(ValueError, match=match):
             resolve_config("unsup-simcse-ci", **bad)
+
+
+def test_config_view_shows_the_generic_fields_and_only_the_methods_own():
+    import dataclasses
+
+    from cselab.configs import TrainConfig
+    from cselab.methods import METHOD_FIELDS, SPEED_FIELDS, config_view
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert {f for fields in METHOD_FIELDS.values() for f in fields} <= names  # no stale field names
+    assert {p.method for p in PRESETS.values()} <= set(METHOD_FIELDS)  # every preset's method has a view
+    view = config_view(resolve_config("unsup-simcse-ci"))
+    # the example: a SimCSE run shows none of DiffCSE's, ESimCSE's or NGCSE's fields
+    assert not {"generator", "queue_size", "margins", "hard_negative_weight"} & set(view)
+    assert {"method", "model", "temperature", "dropout", "batch_size", "learning_rate"} <= set(view)
+    assert not set(SPEED_FIELDS) & set(view)  # speed options at their defaults stay hidden
+    assert view["temperature"] == 0.05 and list(view)[0] == "method"
+    es = config_view(resolve_config("esimcse-ci", compile=True))
+    assert list(es)[-4:] == ["dup_rate", "queue_size", "momentum", "momentum_init"] and es["compile"] is True
+    assert "masking_ratio" in config_view(resolve_config("diffcse-ci")) and "margins" in config_view(
+        resolve_config("ngcse-ci"))
+    with pytest.raises(ValueError, match="method='nope'"):  # refused before any view is drawn
+        config_view(dataclasses.replace(resolve_config("unsup-simcse-ci"), method="nope"))
+
+
+def test_eval_data_name_is_what_a_reader_calls_it():
+    assert resolve_config("unsup-simcse-ci").eval_data_name == "the shipped scored pairs (data/sts_sample.tsv)"
+    assert PRESETS["unsup-simcse-bert-base"].eval_data_name == "STS-B dev"

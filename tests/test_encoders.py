@@ -53,6 +53,8 @@ def _st_modules():
 def _reference(encoder: SentenceEncoder, sentences: list[str], pooling: str) -> torch.Tensor:
     """SimCSE evaluation.py's poolers, computed from the raw transformers outputs."""
     model = encoder.model
+    if pooling == "prompt":  # the template is applied to the text
+        sentences = [enc.DEFAULT_PROMPT.replace("{sentence}", s) for s in sentences]
     batch = encoder.tokenizer(sentences, padding=True, truncation=True, max_length=encoder.max_length,
                               return_tensors="pt")
     was_training = model.training
@@ -78,6 +80,9 @@ def _reference(encoder: SentenceEncoder, sentences: list[str], pooling: str) -> 
         return mean((hs[1] + hs[-1]) / 2.0)
     if pooling == "avg_top2":
         return mean((hs[-2] + hs[-1]) / 2.0)
+    if pooling in ("last", "prompt"):  # the last real token of each row, found by a loop
+        lengths = [int(row.sum()) for row in batch["attention_mask"]]
+        return torch.stack([last[i, n - 1] for i, n in enumerate(lengths)])
     raise AssertionError(pooling)
 
 
@@ -152,6 +157,8 @@ def test_pool_matches_hand_computation():
         "avg": mean(last),
         "avg_first_last": mean((hs[1] + hs[-1]) / 2),
         "avg_top2": mean((hs[-2] + hs[-1]) / 2),
+        "last": torch.stack([last[0, 2], last[1, 1]]),  # rows of 3 and 2 real tokens
+        "prompt": torch.stack([last[0, 2], last[1, 1]]),  # the template is applied before tokenising
     }
     assert set(expected) == set(POOLERS)
     for name in POOLERS:
@@ -662,7 +669,7 @@ def test_cls_on_in_memory_model_without_pooler(tiny):
 
 
 def test_public_api():
-    assert cselab.POOLERS == ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+    assert cselab.POOLERS == ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2", "last", "prompt")
     assert issubclass(cselab.HubUnreachableError, OSError)
 
 
@@ -817,3 +824,129 @@ def test_collate_pads_to_the_smallest_listed_length_that_holds_the_batch():
     assert encoder.collate([[1] * 4])["input_ids"].shape == (1, 4)  # exactly a listed length
     assert encoder.collate([[1] * 5])["input_ids"].shape == (1, 8)
     assert encoder.collate([[1] * 9])["input_ids"].shape == (1, 9)  # longer than all: its own length
+
+
+# ----------------------------------------------------------------------------- last-token and prompt pooling
+def _last_by_loop(hidden, mask):
+    """The hidden state at the largest index whose mask is 1, row by row."""
+    rows = []
+    for i in range(hidden.shape[0]):
+        last = max(k for k in range(hidden.shape[1]) if int(mask[i, k]) == 1)
+        rows.append(hidden[i, last])
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("side", ["right", "left", "mixed"])
+def test_last_token_matches_a_loop_for_either_padding_side(side):
+    torch.manual_seed(0)
+    lengths = [5, 1, 3, 5]  # a full row, a 1-token row
+    hidden = torch.randn(4, 5, 3)
+    mask = torch.zeros(4, 5, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        left = side == "left" or (side == "mixed" and i % 2)
+        if left:
+            mask[i, 5 - n:] = 1
+        else:
+            mask[i, :n] = 1
+    hidden = hidden.masked_fill(mask.unsqueeze(-1) == 0, 1e4)  # padding is garbage
+    out = enc.last_token(hidden, mask)
+    torch.testing.assert_close(out, _last_by_loop(hidden, mask))
+    assert (out.abs() < 1e3).all()  # never a padding vector
+    if side == "right":
+        torch.testing.assert_close(out, hidden[torch.arange(4), mask.sum(1) - 1])
+    if side == "left":
+        torch.testing.assert_close(out, hidden[:, -1])
+
+
+def test_last_token_bool_mask_and_empty_row():
+    hidden = torch.arange(12.0).reshape(2, 3, 2)
+    torch.testing.assert_close(enc.last_token(hidden, torch.tensor([[True, True, False], [True, True, True]])),
+                               torch.stack([hidden[0, 1], hidden[1, 2]]))
+    with pytest.raises(ValueError, match="no real token"):
+        enc.last_token(hidden, torch.tensor([[1, 0, 0], [0, 0, 0]]))
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tiny):
+    """A randomly initialised 2-layer Llama (causal attention) over the tiny vocabulary."""
+    from transformers import LlamaConfig, LlamaModel
+
+    config = LlamaConfig(vocab_size=len(tiny.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tiny.tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaModel(config).eval()
+    return model
+
+
+@pytest.mark.parametrize("pooling", ["last", "prompt"])
+def test_causal_model_last_token_same_with_left_and_right_padding(tiny, tiny_decoder, pooling):
+    """A decoder sees the whole sentence only at its last token; the encoder pads on the right, a generation
+    batch on the left: both must give each sentence the state of its own last real token."""
+    encoder = SentenceEncoder(tiny_decoder, tiny.tokenizer, pooling)
+    sentences = SHORT + LONG[:1]
+    ids = encoder.tokenize(sentences)["input_ids"]
+    width = max(len(x) for x in ids)
+    pad = tiny.tokenizer.pad_token_id
+    left = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
+    left_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+    with torch.no_grad():
+        hidden = tiny_decoder(input_ids=left, attention_mask=left_mask).last_hidden_state
+        alone = torch.stack([tiny_decoder(input_ids=torch.tensor([x])).last_hidden_state[0, -1] for x in ids])
+    torch.testing.assert_close(_last_by_loop(hidden, left_mask), alone, rtol=0, atol=ATOL)
+    torch.testing.assert_close(encoder.encode(sentences), alone, rtol=0, atol=ATOL)  # right padding
+
+
+def test_prompt_tokenize_wraps_the_text_and_truncates_the_sentence_only(tiny):
+    encoder = SentenceEncoder(tiny.model, tiny.tokenizer, "prompt")
+    wrapped = enc.DEFAULT_PROMPT.replace("{sentence}", SHORT[0])
+    assert encoder.tokenize(SHORT[:1])["input_ids"] == [tiny.tokenizer(wrapped)["input_ids"]]
+    full = tiny.tokenizer(enc.DEFAULT_PROMPT.replace("{sentence}", LONG[0]))["input_ids"]
+    cut = encoder.tokenize(LONG[:1], max_length=40)["input_ids"][0]
+    assert len(full) > 40 >= len(cut)
+    assert cut[:6] == full[:6] and cut[-8:] == full[-8:]  # the template's start and end are kept
+    with pytest.raises(ValueError, match="no room"):
+        encoder.tokenize(SHORT[:1], max_length=5)
+    custom = SentenceEncoder(tiny.model, tiny.tokenizer, "prompt", prompt="{sentence} in a word :")
+    assert custom.tokenize(["dogs run"])["input_ids"] == [tiny.tokenizer("dogs run in a word :")["input_ids"]]
+    for bad in ("no placeholder", "{sentence} and {sentence}"):
+        with pytest.raises(ValueError, match="exactly once"):
+            SentenceEncoder(tiny.model, tiny.tokenizer, "prompt", prompt=bad)
+    assert encoder.tokenize(SHORT[:1])["input_ids"] != SentenceEncoder(tiny.model, tiny.tokenizer, "last").tokenize(
+        SHORT[:1])["input_ids"]  # only the prompt pooling wraps
+
+
+@pytest.mark.parametrize("own", ["avg", "last", "prompt"])
+def test_encode_layers_every_layer_against_raw_hidden_states(tiny, tiny_decoder, own):
+    for model in (tiny.model, tiny_decoder):
+        encoder = SentenceEncoder(model, tiny.tokenizer, own)
+        poolings = ("avg", "last", "cls_before_pooler") + (("prompt",) if own == "prompt" else ())
+        layers = encoder.encode_layers(SENTENCES, poolings, batch_size=3)
+        assert set(layers) == set(poolings)
+        texts = [enc.DEFAULT_PROMPT.replace("{sentence}", s) for s in SENTENCES] if own == "prompt" else SENTENCES
+        for i, text in enumerate(texts):  # one sentence at a time: no padding at all
+            with torch.no_grad():
+                states = model(**tiny.tokenizer([text], return_tensors="pt"), output_hidden_states=True).hidden_states
+            assert layers["avg"].shape == (len(states), len(SENTENCES), model.config.hidden_size)
+            for k, h in enumerate(states):
+                torch.testing.assert_close(layers["avg"][k, i], h[0].mean(0), rtol=0, atol=ATOL)
+                torch.testing.assert_close(layers["last"][k, i], h[0, -1], rtol=0, atol=ATOL)
+                torch.testing.assert_close(layers["cls_before_pooler"][k, i], h[0, 0], rtol=0, atol=ATOL)
+                if own == "prompt":
+                    torch.testing.assert_close(layers["prompt"][k, i], h[0, -1], rtol=0, atol=ATOL)
+        # the last layer is what encode() gives
+        torch.testing.assert_close(layers[own][-1], encoder.encode(SENTENCES), rtol=0, atol=ATOL)
+
+
+def test_encode_layers_refuses_what_it_cannot_pool(tiny):
+    encoder = SentenceEncoder(tiny.model, tiny.tokenizer, "avg")
+    for poolings, phrase in ((("cls",), "pools each layer"), (("avg_top2",), "pools each layer"), ((), "pools each"),
+                             (("prompt",), "pooling='prompt'")):
+        with pytest.raises(ValueError, match=phrase):
+            encoder.encode_layers(SHORT, poolings)
+    with pytest.raises(ValueError, match="projector"):
+        SentenceEncoder(tiny.model, tiny.tokenizer, "avg", projector=nn.Linear(128, 8)).encode_layers(SHORT)
+    with pytest.raises(TypeError, match="single string"):
+        encoder.encode_layers("one sentence")
+    assert encoder.training is False

@@ -641,3 +641,84 @@ def test_word_overlap_scores_by_hand():
     ia, idog, i1 = math.log(4 / 3), math.log(2), math.log(4)
     np.testing.assert_allclose(word_overlap_scores(pairs)[0], (ia ** 2 + idog ** 2) / (ia ** 2 + idog ** 2 + i1 ** 2))
     assert word_overlap_spearman(pairs) == pytest.approx(100.0)
+
+
+# ---------------------------------------------------------------- nearest neighbours (retrieval)
+class _TableEncoder:
+    """Fixed vectors per sentence (independent of batching); counts its encode calls."""
+
+    def __init__(self, table: dict[str, list[float]]):
+        self.table, self.calls = table, []
+
+    def encode(self, sentences, batch_size=128, show_progress=None):
+        self.calls.append(list(sentences))
+        return torch.tensor([self.table[s] for s in sentences], dtype=torch.float32)
+
+
+def _naive_neighbours(vectors: dict[str, np.ndarray], queries, pool, k, exclude_query=True):
+    """The reference: a plain loop over every (query, candidate) pair, cosine by hand in float64."""
+    out = []
+    for q in queries:
+        a = np.asarray(vectors[q], dtype=np.float64)
+        scored = []
+        for j, p in enumerate(pool):
+            if exclude_query and p == q:
+                continue
+            b = np.asarray(vectors[p], dtype=np.float64)
+            norms = math.sqrt(float(a @ a)) * math.sqrt(float(b @ b))
+            scored.append((-(float(a @ b) / norms if norms else 0.0), j, p))
+        out.append([(p, -neg) for neg, _, p in sorted(scored)[:k]])
+    return out
+
+
+def _assert_same_neighbours(got, want, atol):
+    assert [[s for s, _ in row] for row in got] == [[s for s, _ in row] for row in want]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose([c for _, c in g], [c for _, c in w], rtol=0, atol=atol)
+
+
+def test_nearest_neighbours_match_a_numpy_loop():
+    g = np.random.default_rng(0)
+    sentences = [f"sentence {i}" for i in range(40)]
+    table = {s: g.normal(size=8).astype(np.float32).tolist() for s in sentences}
+    table["zero"] = [0.0] * 8  # cosine 0 with everything
+    table["twin"] = table["sentence 3"]  # a tie with sentence 3: the pool's order decides
+    vectors = {s: np.asarray(v, dtype=np.float32) for s, v in table.items()}
+    queries = ["sentence 3", "sentence 7", "zero"]
+    pool = sentences[3:] + ["zero", "twin", "sentence 9"]  # sentence 9 twice, queries inside the pool
+    for k in (1, 5, len(pool) + 3):
+        for exclude in (True, False):
+            encoder = _TableEncoder(table)
+            got = E.nearest_neighbours(encoder, queries, pool, k=k, exclude_query=exclude)
+            _assert_same_neighbours(got, _naive_neighbours(vectors, queries, pool, k, exclude), atol=1e-12)
+            assert len(encoder.calls) == 1 and sorted(encoder.calls[0]) == sorted(set(queries + pool))
+    first = E.nearest_neighbours(_TableEncoder(table), ["sentence 3"], pool, k=2, exclude_query=False)[0]
+    assert [s for s, _ in first] == ["sentence 3", "twin"] and first[0][1] == pytest.approx(1.0)
+
+
+def test_nearest_neighbours_of_the_tiny_encoder_on_shipped_pairs(tiny_encoder):
+    pairs = D.read_scored_pairs()
+    queries = pairs.sentences1[:4]
+    pool = list(dict.fromkeys(pairs.sentences2[:30] + pairs.sentences1[:30]))
+    # the reference embeds what the package embeds (one call, same order: see the module docstring)
+    unique = list(dict.fromkeys(queries + pool))
+    vectors = dict(zip(unique, tiny_encoder.encode(unique, show_progress=False).numpy()))
+    got = E.nearest_neighbours(tiny_encoder, queries, pool, k=3, show_progress=False)
+    _assert_same_neighbours(got, _naive_neighbours(vectors, queries, pool, 3), atol=1e-6)
+    assert all(s != queries[i] for i, row in enumerate(got) for s, _ in row)  # queries are in the pool
+
+
+@pytest.mark.parametrize("queries, pool, k, error", [
+    ("a single string", ["b"], 1, TypeError),
+    (["a"], "b", 1, TypeError),
+    (["a"], [], 1, ValueError),
+    ([], ["b"], 1, ValueError),
+    (["a"], ["b", 3], 1, TypeError),
+    (["a"], ["b"], 0, ValueError),
+    (["a"], ["b"], 1.5, ValueError),
+])
+def test_nearest_neighbours_bad_inputs(queries, pool, k, error):
+    encoder = _TableEncoder({"a": [1.0, 0.0], "b": [0.0, 1.0]})
+    with pytest.raises(error):
+        E.nearest_neighbours(encoder, queries, pool, k=k)
+    assert not encoder.calls  # refused before encoding

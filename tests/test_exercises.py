@@ -34,15 +34,21 @@ def ref_uniformity(x, t):
     return math.log(sum(vals) / len(vals))
 
 
-def ref_identical(b):
-    return math.log(b)
+def ref_collapsed_supervised(b, alpha, tau=0.05):
+    """Loop over one row of a collapsed batch: every cosine is 1, so every logit is 1 / tau; the row scores B
+    positives and B hard negatives, its own hard negative's term multiplied by alpha (Eq. 8)."""
+    s = 1.0 / tau
+    i = 0  # every row is the same
+    terms = [math.exp(s) for j in range(b)] + [(alpha if j == i else 1.0) * math.exp(s) for j in range(b)]
+    return -math.log(math.exp(s) / sum(terms))
 
 
-def ref_mean_pooling(h, m):
+def ref_max_pooling(h, m):
     out = torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype)
     for i in range(h.shape[0]):
         real = [k for k in range(h.shape[1]) if m[i, k] == 1]
-        out[i] = sum(h[i, k] for k in real) / len(real)
+        for d in range(h.shape[2]):
+            out[i, d] = max(float(h[i, k, d]) for k in real)
     return out
 
 
@@ -88,8 +94,8 @@ def assert_reference_passes_and_stubs_fail(check_name: str, name: str, reference
 CHECKS = {
     "check_decoupled_info_nce": ("Exercise 1.1", ref_decoupled),
     "check_uniformity": ("Exercise 1.2", ref_uniformity),
-    "check_identical_embeddings_loss": ("Exercise 1.3", ref_identical),
-    "check_mean_pooling": ("Exercise 2.1", ref_mean_pooling),
+    "check_collapsed_supervised_loss": ("Exercise 1.3", ref_collapsed_supervised),
+    "check_max_pooling": ("Exercise 2.1", ref_max_pooling),
     "check_all_setting": ("Exercise 2.2", ref_all_setting),
     "check_anisotropy": ("Exercise 2.3", ref_anisotropy),
 }
@@ -132,9 +138,9 @@ WRONG_SHAPES = {
                                  "(4,)", "()"),
     # the full (n, n) kernel matrix; first case has 5 points
     "check_uniformity": (lambda x, t: torch.zeros(len(x), len(x)), "(5, 5)", "()"),
-    "check_identical_embeddings_loss": (lambda b: [math.log(b)] * 2, "(2,)", "()"),
+    "check_collapsed_supervised_loss": (lambda b, a: [ref_collapsed_supervised(b, a)] * 2, "(2,)", "()"),
     # keepdim: (batch, 1, dim) instead of (batch, dim); first case is 3x5x4
-    "check_mean_pooling": (lambda h, m: ref_mean_pooling(h, m).unsqueeze(1), "(3, 1, 4)", "(3, 4)"),
+    "check_max_pooling": (lambda h, m: ref_max_pooling(h, m).unsqueeze(1), "(3, 1, 4)", "(3, 4)"),
     # one correlation per subset; first case has 3 subsets
     "check_all_setting": (lambda subsets: np.array([_spearman(s, g) for s, g in subsets]), "(3,)", "()"),
     # the whole cosine matrix; first case has 10 vectors
@@ -219,43 +225,99 @@ def test_uniformity_hints(fn, phrase):
 
 
 @pytest.mark.parametrize("fn,phrase", [
-    (lambda b: math.log(b - 1), "the positive is in the denominator too"),
-    (lambda b: math.log(2 * b - 1), "symmetric NT-Xent count"),
-], ids=["log(B-1)", "log(2B-1)"])
-def test_identical_embeddings_hints(fn, phrase):
-    _assert_hint("check_identical_embeddings_loss", fn, phrase)
+    (lambda b, a: math.log(b), "collapse value WITHOUT hard negatives"),
+    (lambda b, a: math.log(2 * b), "right for alpha = 1 only"),
+    (lambda b, a: math.log(2 * b - 1), "still in the denominator, weighted by alpha"),
+    (lambda b, a: math.log(b + a), "OTHER rows' hard negatives"),
+    (lambda b, a: math.log(2 * b + a), "counts alpha times INSTEAD of once"),
+    (lambda b, a: math.log(2 * b - 2 + a) if 2 * b - 2 + a > 0 else -math.inf, "the positive itself is in the "
+     "denominator too"),
+    (lambda b, a: math.log(2 * b - 1 + math.exp(a)), "alpha is the weight itself"),
+    (lambda b, a: 0.0, "not one-hot"),
+], ids=["log-B", "log-2B", "log-2B-1", "no-other-hard-negatives", "own-counted-twice", "no-positive",
+        "exp-alpha", "zero"])
+def test_collapsed_supervised_hints(fn, phrase):
+    _assert_hint("check_collapsed_supervised_loss", fn, phrase)
 
 
-def test_identical_embeddings_zero_gets_uniform_softmax_hint():
-    _assert_hint("check_identical_embeddings_loss", lambda b: 0.0, "the softmax is uniform, not one-hot")
+def test_collapsed_supervised_edge_cases_are_checked():
+    # right for every batch of two or more, wrong for a batch of one: the check names that case
+    with pytest.raises(AssertionError, match=r"on B=1, alpha=2\.0 you return 0\.000000, expected 1\.098612"):
+        ex.check_collapsed_supervised_loss(lambda b, a: ref_collapsed_supervised(b, a) if b > 1 else 0.0)
+    # right for alpha > 0, but alpha = 0 treated as alpha = 1
+    with pytest.raises(AssertionError, match=r"(?s)on B=5, alpha=0\.0 .*Hint: that is right for alpha = 1 only"):
+        ex.check_collapsed_supervised_loss(lambda b, a: ref_collapsed_supervised(b, a or 1.0))
 
 
-def test_identical_embeddings_zero_is_rejected():
-    with pytest.raises(AssertionError, match="you return 0.000000"):
-        ex.check_identical_embeddings_loss(lambda b: 0.0)
+def test_collapsed_supervised_numerical_answers_accepted(capsys):
+    """The exercise suggests checking the count numerically: a float32 or tensor answer is accepted."""
+    ex.check_collapsed_supervised_loss(lambda b, a: torch.tensor(ref_collapsed_supervised(b, a), dtype=torch.float32))
+    ex.check_collapsed_supervised_loss(lambda b, a: np.float64(ref_collapsed_supervised(b, a, tau=1.0)))
+    assert capsys.readouterr().out.count("Exercise 1.3: correct") == 2
 
 
-def _pool_all_positions(h, m):
+def test_collapsed_supervised_reference_by_hand():
+    assert math.isclose(ref_collapsed_supervised(64, 1.0), math.log(128))  # alpha = 1: 2B equal terms
+    assert math.isclose(ref_collapsed_supervised(4, 0.0), math.log(7))  # alpha = 0: the own one leaves
+    assert ref_collapsed_supervised(1, 0.0) == 0.0  # a batch of one without its hard negative: only the positive
+
+
+def _pool_max_all_positions(h, m):
     out = torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype)
     for i in range(h.shape[0]):
-        out[i] = sum(h[i, k] for k in range(h.shape[1])) / h.shape[1]
+        for d in range(h.shape[2]):
+            out[i, d] = max(float(h[i, k, d]) for k in range(h.shape[1]))
     return out
 
 
-def _pool_divide_by_padded_length(h, m):
+def _pool_max_zeroed_padding(h, m):
     out = torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype)
     for i in range(h.shape[0]):
-        out[i] = sum(h[i, k] * float(m[i, k]) for k in range(h.shape[1])) / h.shape[1]
+        for d in range(h.shape[2]):
+            out[i, d] = max(float(h[i, k, d]) * float(m[i, k]) for k in range(h.shape[1]))
+    return out
+
+
+def _pool_masked_mean(h, m):
+    out = torch.zeros(h.shape[0], h.shape[2], dtype=h.dtype)
+    for i in range(h.shape[0]):
+        real = [k for k in range(h.shape[1]) if m[i, k] == 1]
+        out[i] = sum(h[i, k] for k in real) / len(real)
     return out
 
 
 @pytest.mark.parametrize("fn,phrase", [
-    (_pool_all_positions, "padding positions are averaged in"),
-    (_pool_divide_by_padded_length, "divide by the number of real tokens"),
-    (lambda h, m: h[:, 0].clone(), "this is CLS pooling"),
-], ids=["unmasked-mean", "padded-length", "cls"])
-def test_mean_pooling_hints(fn, phrase):
-    _assert_hint("check_mean_pooling", fn, phrase)
+    (_pool_max_all_positions, "padding positions take part in the maximum"),
+    (_pool_max_zeroed_padding, "Fill padding with -inf, not 0"),
+    (_pool_masked_mean, "that is the masked MEAN"),
+    (lambda h, m: h[:, 0].clone(), "first token only"),
+], ids=["unmasked", "zeroed-padding", "mean", "cls"])
+def test_max_pooling_hints(fn, phrase):
+    _assert_hint("check_max_pooling", fn, phrase)
+
+
+def test_max_pooling_zeroed_padding_is_caught_without_large_padding():
+    """Zeroing the padding fails on the batch whose real values are all negative, whatever the padding holds."""
+    def zero_then_max(h, m):  # right on every batch but the one whose real values are all negative
+        return _pool_max_zeroed_padding(h, m) if bool((h[m.bool()] < 0).all()) else ref_max_pooling(h, m)
+    with pytest.raises(AssertionError, match=r"(?s)real values all negative\) you return .*Hint: .*-inf, not 0"):
+        ex.check_max_pooling(zero_then_max)
+
+
+def test_max_pooling_torch_pitfalls_get_hints():
+    with pytest.raises(AssertionError, match=r"(?s)Exercise 2\.1: you return the pair \(values, indices\).*\.values"):
+        ex.check_max_pooling(lambda h, m: h.masked_fill(m.unsqueeze(-1) == 0, float("-inf")).max(dim=1))
+    with pytest.raises(AssertionError, match=r"(?s)Exercise 2\.1: masked_fill needs a bool mask.*attention_mask == 0"):
+        ex.check_max_pooling(lambda h, m: h.masked_fill(~m.unsqueeze(-1), float("-inf")).amax(1))
+
+
+def test_max_pooling_in_place_and_float32_answers_accepted(capsys):
+    def in_place(h, m):  # edits its input: the check hands the learner a copy
+        h.masked_fill_(m.unsqueeze(-1) == 0, -1e9)
+        return h.amax(1)
+    ex.check_max_pooling(in_place)
+    ex.check_max_pooling(lambda h, m: ref_max_pooling(h.float(), m))
+    assert capsys.readouterr().out.count("Exercise 2.1: correct") == 2
 
 
 def _setting_mean(subsets):
@@ -298,8 +360,8 @@ def test_anisotropy_hints(fn, phrase):
 
 # ---------------------------------------------------------------------------- odd-but-fine answers
 def test_float32_answer_within_tolerance(capsys):
-    """A learner computing the mean pooling in float32 is still accepted (tol 1e-5)."""
-    ex.check_mean_pooling(lambda h, m: ref_mean_pooling(h.float(), m))
+    """A learner computing the max pooling in float32 is still accepted (tol 1e-5)."""
+    ex.check_max_pooling(lambda h, m: ref_max_pooling(h.float(), m))
     assert "Exercise 2.1: correct" in capsys.readouterr().out
 
 
@@ -330,26 +392,135 @@ def _ref_alpha_zero(a, p, n, t):
     return torch.nn.functional.cross_entropy(logits, torch.arange(b))
 
 
+def _ref_duplicate_aware(a, p, n, premises, t, drop=lambda i, j, block: False, numerator=None):
+    """Loops: row i's denominator holds every entailment j except those of OTHER rows with row i's premise, and
+    every contradiction. ``drop(i, j, block)`` and ``numerator`` build the wrong variants below."""
+    a, p, n = _unit_rows(a), _unit_rows(p), _unit_rows(n)
+    same = lambda i, j: i != j and premises[i] == premises[j]  # noqa: E731
+    rows = []
+    for i in range(len(a)):
+        terms = [math.exp(float(torch.dot(a[i], p[j])) / t) for j in range(len(a)) if not drop(i, j, "pos")]
+        terms += [math.exp(float(torch.dot(a[i], n[j])) / t) for j in range(len(a)) if not drop(i, j, "hard")]
+        top = [float(torch.dot(a[i], p[j])) / t for j in range(len(a)) if j == i or (numerator and same(i, j))]
+        rows.append(-math.log(sum(math.exp(x) for x in top)) + math.log(sum(terms)))
+    return sum(rows) / len(rows)
+
+
+def _ref_dedup(a, p, n, premises, t):
+    return _ref_duplicate_aware(a, p, n, premises, t,
+                                drop=lambda i, j, block: block == "pos" and i != j and premises[i] == premises[j])
+
+
 def test_chapter04_references_pass(capsys):
     from collections import Counter
 
-    ex.check_sup_logits(_ref_sup_logits)
+    ex.check_duplicate_aware_loss(_ref_dedup)
     ex.check_count_false_negatives(lambda b: sum(c * (c - 1) for c in Counter(b).values()))
     ex.check_alpha_zero_loss(_ref_alpha_zero)
     out = capsys.readouterr().out
     assert "Exercise 4.1: correct" in out and "Exercise 4.2: correct" in out and "Exercise 4.3: correct" in out
 
 
+def test_duplicate_aware_reference_by_hand():
+    """Without repeated premises nothing is removed: the standard B x 2B loss; with one premise for a batch of
+    two, row 0's denominator loses row 1's entailment."""
+    g = torch.Generator().manual_seed(5)
+    a, p, n = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)
+    t = 0.5
+    standard = torch.nn.functional.cross_entropy(_ref_sup_logits(a, p, n, t, 0.0), torch.arange(2)).item()
+    assert math.isclose(_ref_dedup(a, p, n, ["x", "y"], t), standard, rel_tol=1e-12)
+    c = _cos(a, p) / t
+    h = _cos(a, n) / t
+    row0 = -c[0, 0] + torch.logsumexp(torch.stack([c[0, 0], h[0, 0], h[0, 1]]), 0)
+    row1 = -c[1, 1] + torch.logsumexp(torch.stack([c[1, 1], h[1, 0], h[1, 1]]), 0)
+    assert math.isclose(_ref_dedup(a, p, n, ["x", "x"], t), ((row0 + row1) / 2).item(), rel_tol=1e-12)
+
+
+def _first_rows_only(a, p, n, premises, t):
+    keep = [i for i, x in enumerate(premises) if x not in premises[:i]]
+    return _ref_duplicate_aware(a[keep], p[keep], n[keep], [premises[i] for i in keep], t)
+
+
+def _dedup_torch(a, p, n, premises, t, diagonal=False, multiply=False):
+    a, p, n = _unit_rows(a), _unit_rows(p), _unit_rows(n)
+    b = len(a)
+    same = torch.tensor([[premises[i] == premises[j] and (diagonal or i != j) for j in range(b)] for i in range(b)])
+    pos = a @ p.T / t
+    pos = pos + same.double() * float("-inf") if multiply else pos.masked_fill(same, float("-inf"))
+    return torch.nn.functional.cross_entropy(torch.cat([pos, a @ n.T / t], 1), torch.arange(b))
+
+
+_same = lambda k, i, j: i != j and k[i] == k[j]  # noqa: E731
+
+
 @pytest.mark.parametrize("fn, phrase", [
-    (lambda a, p, n, t, w: torch.cat([_cos(a, p) / t, _cos(a, n) / t + w], 1), "OWN hard negative"),
-    (lambda a, p, n, t, w: _ref_sup_logits(a, p, n, 1.0, w), "temperature"),
-    (lambda a, p, n, t, w: torch.cat([_cos(a, p) / t, _cos(a, n) / t + w * torch.eye(len(a), dtype=a.dtype)], 1),
-     "NaN"),
-])
-def test_sup_logits_wrong_variants(fn, phrase):
+    (lambda a, p, n, k, t: _ref_duplicate_aware(a, p, n, k, t), "nothing was removed"),
+    (lambda a, p, n, k, t: _ref_duplicate_aware(a, p, n, k, t, drop=lambda i, j, block: _same(k, i, j)),
+     "POSITIVE block only"),
+    (lambda a, p, n, k, t: _ref_duplicate_aware(a, p, n, k, t,
+                                                drop=lambda i, j, block: block == "hard" and _same(k, i, j)),
+     "you masked the contradictions"),
+    (lambda a, p, n, k, t: _ref_duplicate_aware(a, p, n, k, t,
+                                                drop=lambda i, j, block: block == "pos" and j > i and _same(k, i, j)),
+     "mask both (i, j) and (j, i)"),
+    (_first_rows_only, "remove logits, not rows"),
+    (lambda a, p, n, k, t: _ref_duplicate_aware(a, p, n, k, t, numerator=True), "extra POSITIVES"),
+    (lambda a, p, n, k, t: _dedup_torch(a, p, n, k, t, diagonal=True), "never mask the diagonal"),
+    (lambda a, p, n, k, t: _dedup_torch(a, p, n, k, t, multiply=True), "0 * -inf = NaN"),
+], ids=["no-mask", "both-blocks", "hard-block", "one-direction", "drop-rows", "as-positives", "diagonal", "nan"])
+def test_duplicate_aware_wrong_variants(fn, phrase):
     with pytest.raises(AssertionError, match="Exercise 4.1") as err:
-        ex.check_sup_logits(fn)
-    assert phrase in str(err.value)
+        ex.check_duplicate_aware_loss(fn)
+    assert phrase in str(err.value), str(err.value)
+
+
+def _loss_with_mask(build_remove):
+    """The learner function of chapter 04's exercise 4.1, with the student's part `build_remove(premises)`."""
+    def loss(z1, z2, z3, premises, t):
+        remove = build_remove(premises)
+        a, p, n = _unit_rows(z1), _unit_rows(z2), _unit_rows(z3)
+        logits = torch.cat([a @ p.T, a @ n.T], dim=1) / t
+        logits = logits.masked_fill(remove, float("-inf"))
+        return torch.nn.functional.cross_entropy(logits, torch.arange(len(logits)))
+    return loss
+
+
+def _same_matrix(premises, diagonal=False):
+    b = len(premises)
+    return [[premises[i] == premises[j] and (diagonal or i != j) for j in range(b)] for i in range(b)]
+
+
+@pytest.mark.parametrize("build_remove, phrase", [
+    (lambda k: torch.cat([torch.tensor(_same_matrix(k)), torch.zeros(len(k), len(k), dtype=torch.bool)], 1),
+     None),  # right
+    (lambda k: torch.tensor(_same_matrix(k)), "shape (B, 2B)"),  # the entailment block alone
+    (lambda k: torch.cat([torch.tensor(_same_matrix(k)).long(), torch.zeros(len(k), len(k), dtype=torch.long)], 1),
+     "must be a bool tensor"),
+    (lambda k: torch.cat([torch.tensor(_same_matrix(k))] * 2, 1), "POSITIVE block only"),
+    (lambda k: torch.cat([torch.tensor(_same_matrix(k, diagonal=True)), torch.zeros(len(k), len(k), dtype=torch.bool)],
+                         1), "never mask the diagonal"),
+], ids=["right", "B-by-B", "long-mask", "both-blocks", "diagonal"])
+def test_duplicate_aware_notebook_shaped_answers(build_remove, phrase, capsys):
+    if phrase is None:
+        ex.check_duplicate_aware_loss(_loss_with_mask(build_remove))
+        assert "Exercise 4.1: correct" in capsys.readouterr().out
+        return
+    with pytest.raises(AssertionError, match="Exercise 4.1") as err:
+        ex.check_duplicate_aware_loss(_loss_with_mask(build_remove))
+    assert phrase in str(err.value), str(err.value)
+
+
+def test_duplicate_aware_edge_cases_and_odd_answers(capsys):
+    # per-row losses instead of their mean: the first batch has 4 rows
+    with pytest.raises(AssertionError, match=r"has shape \(4,\), expected \(\)"):
+        ex.check_duplicate_aware_loss(lambda a, p, n, k, t: torch.full((len(a),), _ref_dedup(a, p, n, k, t)))
+    # right except for a batch of one (there is nothing to mask, but the loss is not 0)
+    with pytest.raises(AssertionError, match=r"on B=1, premises \['s'\], tau=0\.05 you return 0\.000000"):
+        ex.check_duplicate_aware_loss(lambda a, p, n, k, t: _ref_dedup(a, p, n, k, t) if len(k) > 1 else 0.0)
+    # a float32 answer, and one that empties the premise list after use, are accepted
+    ex.check_duplicate_aware_loss(lambda a, p, n, k, t: torch.tensor(_ref_dedup(a.float(), p.float(), n.float(), k, t)))
+    ex.check_duplicate_aware_loss(lambda a, p, n, k, t: (_ref_dedup(a, p, n, k, t), k.clear())[0])
+    assert capsys.readouterr().out.count("Exercise 4.1: correct") == 2
 
 
 @pytest.mark.parametrize("fn, phrase", [
@@ -395,7 +566,7 @@ def _ref_alignment(z1, z2):
 
 
 def test_chapter03_references_pass(capsys):
-    ex.check_unsup_simcse_loss(_ref_unsup_loss)
+    ex.check_loss_predictions(lambda: dict(PREDICTIONS))
     ex.check_identical_views_loss(_ref_identical_views)
     ex.check_alignment_from_views(_ref_alignment)
     out = capsys.readouterr().out
@@ -410,44 +581,91 @@ def test_identical_views_closed_form_matches_orthogonal_batch():
 
 
 def test_chapter03_float32_and_numpy_answers_accepted(capsys):
-    ex.check_unsup_simcse_loss(lambda a, b, t: torch.tensor(_ref_unsup_loss(a.float(), b.float(), t)))
     ex.check_identical_views_loss(lambda b, t: np.float32(_ref_identical_views(b, t)))
-    assert "Exercise 3.1: correct" in capsys.readouterr().out
+    assert "Exercise 3.2: correct" in capsys.readouterr().out
 
 
-def _unsup_self_similarity(z1, z2, t):  # z1 @ z1.T: each view compared with itself
-    return _ref_unsup_loss(z1, z1, t)
+# Exercise 3.1, by hand: cosines ignore lengths and a common sign flip, the loss is a mean over rows whose
+# candidates are a set; every other change moves the loss by an amount that depends on the embeddings, except
+# appending the batch to itself, which doubles every denominator term: + log 2 for every row.
+PREDICTIONS = {"scale": 0.0, "flip_sign": 0.0, "reverse_rows": 0.0, "roll_second_view": "depends",
+               "swap_views": "depends", "add_vector": "depends", "duplicate_batch": math.log(2)}
 
 
-def _unsup_dot(z1, z2, t):
-    rows = []
-    for i in range(len(z1)):
-        s = [float(torch.dot(z1[i], z2[j])) / t for j in range(len(z2))]
-        rows.append(-s[i] + math.log(sum(math.exp(v) for v in s)))
-    return sum(rows) / len(rows)
+def test_loss_predictions_odd_but_right_answers_accepted(capsys):
+    answers = dict(PREDICTIONS, scale=0, flip_sign=np.float32(0.0), reverse_rows=torch.tensor(0.0),
+                   roll_second_view=" Depends", duplicate_batch=0.693)
+    ex.check_loss_predictions(lambda: answers)
+    out = capsys.readouterr().out
+    assert out.count("right") == 7 and "WRONG" not in out, out
+    assert out.splitlines()[-1].startswith("Exercise 3.1: correct on 7 predictions")
 
 
-def _unsup_nt_xent(z1, z2, t):
-    z = _unit_rows(torch.cat([z1, z2]))
-    n, b = len(z), len(z1)
-    rows = []
-    for k in range(n):
-        partner = (k + b) % n
-        s = {j: float(torch.dot(z[k], z[j])) / t for j in range(n) if j != k}
-        rows.append(-s[partner] + math.log(sum(math.exp(v) for v in s.values())))
-    return sum(rows) / len(rows)
+@pytest.mark.parametrize("name, wrong, phrase", [
+    ("scale", "depends", "cos(10u, 10v) = cos(u, v)"),
+    ("flip_sign", "depends", "cos(-u, -v) = cos(u, v)"),
+    ("reverse_rows", "depends", "order of rows and columns plays no part"),
+    ("roll_second_view", 0.0, "ANOTHER sentence's view"),
+    ("swap_views", 0.0, "Eq. 1 is not symmetric"),
+    ("add_vector", 0.0, "not invariant to a shift"),
+    ("duplicate_batch", "depends", "exactly log 2"),
+    ("duplicate_batch", 0.0, "exactly log 2"),
+    ("duplicate_batch", 0.5, "exactly log 2"),
+])
+def test_loss_predictions_wrong_prediction_is_explained(name, wrong, phrase, capsys):
+    with pytest.raises(AssertionError) as err:
+        ex.check_loss_predictions(lambda: dict(PREDICTIONS, **{name: wrong}))
+    msg = str(err.value)
+    assert msg.startswith("Exercise 3.1: 1 of 7 predictions differ from the experiment"), msg
+    assert f"- {name}: you predicted" in msg and phrase in msg, msg
+    table = capsys.readouterr().out  # the measurements are shown before the verdict
+    assert table.count("WRONG") == 1 and table.count("right") == 6, table
 
 
-@pytest.mark.parametrize("fn, phrase", [
-    (_unsup_self_similarity, "SECOND view"),
-    (_unsup_dot, "normalise the views first"),
-    (lambda a, b, t: _ref_unsup_loss(a, b, 1.0), "divide the cosine similarities by the temperature"),
-    (_unsup_nt_xent, "symmetric NT-Xent"),
-], ids=["z1-z1", "dot-product", "no-temperature", "nt-xent"])
-def test_unsup_loss_wrong_variants(fn, phrase):
+def test_loss_predictions_all_zero_lists_every_wrong_one():
+    with pytest.raises(AssertionError) as err:
+        ex.check_loss_predictions(lambda: {k: 0.0 for k in PREDICTIONS})
+    msg = str(err.value)
+    assert "4 of 7 predictions differ" in msg, msg
+    for name in ("roll_second_view", "swap_views", "add_vector", "duplicate_batch"):
+        assert f"- {name}: you predicted 0, the experiment gives" in msg, msg
+
+
+@pytest.mark.parametrize("answer, phrase", [
+    (["depends"] * 7, "return a dict"),
+    ({k: v for k, v in PREDICTIONS.items() if k != "swap_views"}, "Missing: ['swap_views']"),
+    (dict(PREDICTIONS, scaling=0.0), "unknown keys (check the spelling): ['scaling']"),
+    (dict(PREDICTIONS, swap_views="changes"), "prediction for 'swap_views' is 'changes'"),
+    (dict(PREDICTIONS, scale=False), "prediction for 'scale' is False"),
+    (dict(PREDICTIONS, scale=float("nan")), "prediction for 'scale' is nan"),
+    (dict(PREDICTIONS, scale=None), "prediction for 'scale' is None"),
+], ids=["list", "missing", "unknown", "changes", "bool", "nan", "none-value"])
+def test_loss_predictions_malformed_answers(answer, phrase):
     with pytest.raises(AssertionError, match="Exercise 3.1") as err:
-        ex.check_unsup_simcse_loss(fn)
-    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+        ex.check_loss_predictions(lambda: answer)
+    assert phrase in str(err.value), str(err.value)
+
+
+def test_loss_changes_match_naive_loops():
+    """The experiment's numbers, recomputed with the loop version of Eq. 1 on the transformed views."""
+    g = torch.Generator().manual_seed(11)
+    z1 = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    z2 = z1 + 0.5 * torch.randn(6, 5, generator=g, dtype=torch.float64)
+    t = 0.1
+    got = ex.loss_changes(z1, z2, t)
+    before = _ref_unsup_loss(z1, z2, t)
+    by_hand = {"scale": _ref_unsup_loss(10 * z1, 10 * z2, t), "flip_sign": _ref_unsup_loss(-z1, -z2, t),
+               "reverse_rows": _ref_unsup_loss(z1.flip(0), z2.flip(0), t),
+               "roll_second_view": _ref_unsup_loss(z1, torch.cat([z2[-1:], z2[:-1]]), t),
+               "swap_views": _ref_unsup_loss(z2, z1, t),
+               "duplicate_batch": _ref_unsup_loss(torch.cat([z1, z1]), torch.cat([z2, z2]), t)}
+    for name, after in by_hand.items():
+        assert math.isclose(got[name], after - before, abs_tol=1e-9), name
+    assert math.isclose(got["duplicate_batch"], math.log(2), abs_tol=1e-9)
+    assert set(got) == set(PREDICTIONS) and abs(got["add_vector"]) > 1e-6
+    # float32 views with grad (as an encoder returns them) are accepted and give the same numbers
+    again = ex.loss_changes(z1.float().requires_grad_(), z2.float(), t)
+    assert all(math.isclose(again[k], got[k], abs_tol=1e-4) for k in got)
 
 
 @pytest.mark.parametrize("fn, phrase", [
@@ -497,7 +715,7 @@ def test_alignment_from_views_per_pair_shape_is_reported():
         ex.check_alignment_from_views(lambda a, b: (_unit_rows(a) - _unit_rows(b)).pow(2).sum(1))
 
 
-CHAPTER03 = {"check_unsup_simcse_loss": "Exercise 3.1", "check_identical_views_loss": "Exercise 3.2",
+CHAPTER03 = {"check_loss_predictions": "Exercise 3.1", "check_identical_views_loss": "Exercise 3.2",
              "check_alignment_from_views": "Exercise 3.3"}
 
 
@@ -527,13 +745,19 @@ def _official_bpe_repetition(input_ids, dup_rate, rng):
     return list(input_ids)
 
 
-def _ref_esimcse_logits(z1, z2, queue, t):
-    """Loops: row i = [cos(z1_i, z2_j) / t for j] + [cos(z1_i, q_m) / t for m]."""
-    a, b = _unit_rows(z1), _unit_rows(z2)
-    q = _unit_rows(queue) if len(queue) else queue
-    rows = [[float(torch.dot(a[i], b[j])) / t for j in range(len(b))] +
-            [float(torch.dot(a[i], q[m])) / t for m in range(len(q))] for i in range(len(a))]
-    return torch.tensor(rows, dtype=torch.float64).reshape(len(a), len(b) + len(q))
+def _ref_deletion(input_ids, del_rate, rng):
+    """The official bpe draws (as in _official_bpe_repetition), each chosen token left out, by an explicit loop."""
+    input_len = len(input_ids)
+    del_len = int(del_rate * input_len)
+    if del_len <= 0:
+        return list(input_ids)
+    del_len = rng.randrange(min(10, del_len))
+    del_word_index = rng.sample(list(range(1, input_len - 1)), k=del_len)
+    out = []
+    for index, word_id in enumerate(input_ids):
+        if index not in del_word_index:
+            out.append(word_id)
+    return out
 
 
 def _ref_ema_after(w0, w, m, steps):
@@ -553,7 +777,7 @@ def _ref_steps_until(m, fraction):
 
 def test_chapter05_references_pass(capsys):
     ex.check_repeat_tokens(_official_bpe_repetition)
-    ex.check_esimcse_logits(_ref_esimcse_logits)
+    ex.check_delete_tokens(_ref_deletion)
     ex.check_ema_after(_ref_ema_after)
     ex.check_steps_until(_ref_steps_until)
     out = capsys.readouterr().out
@@ -618,23 +842,82 @@ def test_repeat_tokens_unknown_mistake_has_no_hint_and_shows_the_length():
     assert "Hint:" not in msg and "L=32 tokens" in msg and "[33.0," in msg, msg
 
 
-@pytest.mark.parametrize("fn, phrase", [
-    (lambda a, p, q, t: torch.cat([_ref_esimcse_logits(a, q, torch.empty(0, a.shape[1]), t),
-                                   _ref_esimcse_logits(a, p, torch.empty(0, a.shape[1]), t)], 1), "row i's target"),
-    (lambda a, p, q, t: torch.cat([_cos(a, p), _unit_rows(p) @ _unit_rows(q).T], 1) / t, "ANCHORS"),
-    (lambda a, p, q, t: torch.cat([_cos(a, p) / t, _unit_rows(a) @ _unit_rows(q).T], 1), "temperature too"),
-    (lambda a, p, q, t: torch.cat([_cos(a, p), _unit_rows(a) @ q.T], 1) / t, "normalise the queue rows"),
-], ids=["queue-first", "queue-vs-z2", "queue-no-temperature", "queue-unnormalised"])
-def test_esimcse_logits_wrong_variants(fn, phrase):
+def _deletion_with(ids, rate, rng, how):
+    """The official draws, then a typical way of getting the deletion wrong."""
+    bound = int(rate * len(ids))
+    if bound <= 0:
+        return list(ids)
+    chosen = rng.sample(range(1, len(ids) - 1), rng.randrange(min(10, bound)))
+    out = list(ids)
+    if how == "ascending-del":
+        for k in sorted(chosen):
+            del out[k]  # later tokens move left: the next position points at the wrong token
+    elif how == "remove-by-value":
+        for k in chosen:
+            out.remove(ids[k])  # the first token with that id, wherever it is
+    elif how == "truncate":
+        out = ids[:len(ids) - 1 - len(chosen)] + ids[-1:]
+    elif how == "repeat":
+        out = [t for k, x in enumerate(ids) for t in ([x, x] if k in chosen else [x])]
+    return out
+
+
+@pytest.mark.parametrize("how, phrase", [
+    ("repeat", "that is word repetition"),
+    ("ascending-del", "moves one place to the left"),
+    ("remove-by-value", "deletes the FIRST token with that id"),
+    ("truncate", "the length is right but the tokens are not"),
+    ("nothing", "nothing was deleted"),
+])
+def test_delete_tokens_wrong_variants(how, phrase):
     with pytest.raises(AssertionError, match="Exercise 5.2") as err:
-        ex.check_esimcse_logits(fn)
+        ex.check_delete_tokens(lambda ids, r, g: _deletion_with(ids, r, g, how))
     assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
 
 
-def test_esimcse_logits_without_the_queue_is_a_shape_error():
-    with pytest.raises(AssertionError, match=r"Exercise 5.2: on B=4, M=6, tau=0.05 the result has shape \(4, 4\), "
-                                             r"expected \(4, 10\)"):
-        ex.check_esimcse_logits(lambda a, p, q, t: _cos(a, p) / t)
+def test_delete_tokens_first_case_holds_a_repeated_id_before_a_chosen_one():
+    """Remove-by-value is only wrong when an id occurs again before the chosen position: the first case has it."""
+    import random
+
+    g = random.Random(3000)  # the check's first case: seed 0, 24 tokens, ids from 6 values
+    ids = [2] + [g.randrange(5, 11) for _ in range(22)] + [3]
+    chosen = _official_positions_by_hand(ids, 0.32, random.Random(0))
+    assert any(ids[k] in ids[:k] for k in chosen)
+    assert _deletion_with(ids, 0.32, random.Random(0), "remove-by-value") != _ref_deletion(ids, 0.32, random.Random(0))
+
+
+def _official_positions_by_hand(ids, rate, rng):
+    bound = int(rate * len(ids))
+    return rng.sample(list(range(1, len(ids) - 1)), k=rng.randrange(min(10, bound))) if bound > 0 else []
+
+
+def test_delete_tokens_shows_both_lists_and_the_chosen_positions():
+    with pytest.raises(AssertionError) as err:
+        ex.check_delete_tokens(lambda ids, r, g: list(ids)[:-2] + [ids[-1]])  # one token too few, no draws
+    msg = str(err.value)
+    assert msg.startswith("Exercise 5.2: on L=24 tokens, del_rate=0.32, seed 0 the draws choose positions [")
+    assert "(23 tokens)" in msg and "(18 tokens)" in msg and "They differ first at position" in msg, msg
+    assert "Hint:" not in msg, msg
+
+
+def test_delete_tokens_index_error_and_in_place_are_explained(capsys):
+    def raises(ids, rate, rng):
+        raise IndexError("list assignment index out of range")
+
+    with pytest.raises(AssertionError, match="Exercise 5.2: your function raised IndexError") as err:
+        ex.check_delete_tokens(raises)
+    assert "Delete from the highest position down" in str(err.value)
+
+    def in_place(ids, rate, rng):  # right tokens, but deletes from the caller's list
+        kept = _ref_deletion(ids, rate, rng)
+        ids[:] = kept
+        return ids
+
+    with pytest.raises(AssertionError, match="changed its argument `ids` in place"):
+        ex.check_delete_tokens(in_place)
+    # a correct answer returned as a tuple is accepted
+    ex.check_delete_tokens(lambda ids, r, g: tuple(_ref_deletion(ids, r, g)))
+    assert "Exercise 5.2: correct" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fn, phrase", [
@@ -659,7 +942,7 @@ def test_steps_until_wrong_variants(fn, phrase):
     assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
 
 
-CHAPTER05 = {"check_repeat_tokens": "Exercise 5.1", "check_esimcse_logits": "Exercise 5.2",
+CHAPTER05 = {"check_repeat_tokens": "Exercise 5.1", "check_delete_tokens": "Exercise 5.2",
              "check_ema_after": "Exercise 5.3", "check_steps_until": "Exercise 5.4"}
 
 
@@ -673,17 +956,6 @@ def test_chapter05_not_implemented_and_none(check_name):
 
 
 # ---- chapter 06 (independent references)
-def _ref_replaced_labels(original, generated, mask):
-    """DiffCSE's labels with explicit loops: 1 where the generator changed a real token, position 0 excluded."""
-    n, seq = original.shape
-    out = torch.zeros(n, seq, dtype=torch.long)
-    for i in range(n):
-        for t in range(1, seq):  # position 0 is reset to [CLS]: never replaced
-            if mask[i, t] == 1 and int(generated[i, t]) != int(original[i, t]):
-                out[i, t] = 1
-    return out
-
-
 def _ref_rtd_loss(logits, labels, mask, include_padding):
     """Two-way cross-entropy per position by hand: -log softmax(logits)[label]."""
     total, count = 0.0, 0
@@ -698,24 +970,17 @@ def _ref_rtd_loss(logits, labels, mask, include_padding):
     return total / count
 
 
-def _ref_condition(embedding_output, h):
-    out = embedding_output.clone()
-    out[:, 0] = h  # index assignment on a copy keeps h in the graph
-    return out
-
-
 def test_chapter06_references_pass(capsys):
-    ex.check_replaced_labels(_ref_replaced_labels)
+    ex.check_changed_input_share(_ref_changed_share)
     ex.check_rtd_loss(_ref_rtd_loss)
-    ex.check_condition_first_position(_ref_condition)
+    ex.check_rtd_gradient_predictions(lambda: dict(RTD_GRADIENTS_BY_HAND))
     out = capsys.readouterr().out
     assert "Exercise 6.1: correct" in out and "Exercise 6.2: correct" in out and "Exercise 6.3: correct" in out
 
 
-def test_chapter06_bool_and_float32_answers_accepted(capsys):
-    ex.check_replaced_labels(lambda x, g, m: _ref_replaced_labels(x, g, m).bool())
+def test_chapter06_float32_answers_accepted(capsys):
     ex.check_rtd_loss(lambda lg, lb, m, pad: torch.tensor(_ref_rtd_loss(lg.float(), lb, m, pad)))
-    assert "Exercise 6.1: correct" in capsys.readouterr().out
+    assert "Exercise 6.2: correct" in capsys.readouterr().out
 
 
 def test_rtd_batch_exercises_every_mistake():
@@ -724,24 +989,6 @@ def test_rtd_batch_exercises_every_mistake():
     assert (g[:, 0] != x[:, 0]).any() and (g[:, 0] == x[:, 0]).any()
     assert ((g != x) & (m == 0)).any() and (m == 0).any()
     assert ((g != x) & (m == 1))[:, 1:].any()
-
-
-def _labels_in_place(x, g, m):
-    g[:, 0] = x[:, 0]  # writes into the caller's tensor
-    return (g != x).long() * m
-
-
-@pytest.mark.parametrize("fn, phrase", [
-    (lambda x, g, m: (g != x).long() * m, "reset position 0"),
-    (lambda x, g, m: _ref_replaced_labels(x, g, torch.ones_like(m)), "multiply by the attention mask"),
-    (lambda x, g, m: (g != x).long(), "two things are missing"),
-    (lambda x, g, m: (1 - _ref_replaced_labels(x, g, m)) * m, "label 1 means REPLACED"),
-    (_labels_in_place, "changed its argument `generated` in place"),
-], ids=["no-reset", "no-mask", "neither", "inverted", "in-place"])
-def test_replaced_labels_wrong_variants(fn, phrase):
-    with pytest.raises(AssertionError, match="Exercise 6.1") as err:
-        ex.check_replaced_labels(fn)
-    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
 
 
 def _rtd_sigmoid(logits, labels, mask, include_padding):
@@ -770,36 +1017,110 @@ def test_rtd_loss_wrong_variants(fn, phrase):
     assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
 
 
-def _condition_added(e, h):
-    out = e.clone()
-    out[:, 0] += h
-    return out
+def _ref_changed_share(p, v, mask_id=-1, original=0):
+    """Enumerate what happens to one maskable token with id 0: not selected (1 - p), or selected and then
+    [MASK] (0.8), kept (0.1) or replaced by id i for each of the v ids (0.1 / v each, id 0 included); add up
+    the probability of the outcomes whose input id is not the original."""
+    outcomes = [(1 - p, original), (p * 0.8, mask_id), (p * 0.1, original)]
+    outcomes += [(p * 0.1 / v, i) for i in range(v)]
+    return sum(prob for prob, new in outcomes if new != original)
 
 
-def _condition_in_place(e, h):
-    e[:, 0] = h.detach()
-    return e + 0 * h.sum()  # keeps a graph to h: only the in-place write is wrong
+def test_changed_input_share_reference_by_hand(capsys):
+    assert math.isclose(_ref_changed_share(0.3, 5), 0.3 * 0.88)  # 0.8 + 0.1 * 4/5
+    assert math.isclose(_ref_changed_share(0.5, 2), 0.5 * 0.85)  # 0.8 + 0.1 * 1/2
+    assert math.isclose(_ref_changed_share(0.15, 30522), 0.15 * (0.9 - 0.1 / 30522))
+    ex.check_changed_input_share(_ref_changed_share)
+    ex.check_changed_input_share(lambda p, v: torch.tensor(_ref_changed_share(p, v), dtype=torch.float64))
+    assert capsys.readouterr().out.count("Exercise 6.1: correct on") == 2
 
 
 @pytest.mark.parametrize("fn, phrase", [
-    (_condition_added, "do not add h"),
-    (lambda e, h: torch.cat([e[:, :-1], h.unsqueeze(1)], dim=1), "not to the last position"),
-    (lambda e, h: _ref_condition(e, h.detach()), "do not detach h"),
-    (_condition_in_place, "changed its argument `embedding_output` in place"),
-], ids=["added", "last-position", "detached", "in-place"])
-def test_condition_first_position_wrong_variants(fn, phrase):
+    (lambda p, v: p, "10 % of them are left as they are"),
+    (lambda p, v: 0.8 * p, "the 10 % that get a random id change the input too"),
+    (lambda p, v: 0.9 * p, "with probability 1 / vocab_size it is the original id"),
+    (lambda p, v: 0.8 + 0.1 * (1 - 1 / v), "multiply by masking_ratio"),
+    (lambda p, v: p * (0.8 + 0.2 * (1 - 1 / v)), "10 % random, not 20 %"),
+    (lambda p, v: p * (0.8 + 0.1 * (v - 2) / (v - 1)), "the original one included"),
+], ids=["selected", "mask-only", "random-always-differs", "no-ratio", "twenty-percent-random", "v-minus-one"])
+def test_changed_input_share_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 6.1") as err:
+        ex.check_changed_input_share(fn)
+    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
+
+
+def test_changed_input_share_a_simulated_estimate_is_not_exact():
+    rng = np.random.default_rng(0)
+
+    def simulated(p, v, n=20_000):  # a Monte-Carlo estimate: close, not the expectation asked for
+        selected = rng.random(n) < p
+        kind = rng.random(n)
+        random_id = rng.integers(0, v, n)
+        changed = selected & ((kind < 0.8) | ((kind >= 0.9) & (random_id != 0)))
+        return float(changed.mean())
+
+    with pytest.raises(AssertionError, match="Exercise 6.1: on masking_ratio=0.3, vocab_size=5") as err:
+        ex.check_changed_input_share(simulated)
+    assert "Hint:" not in str(err.value)
+
+
+# the answers worked out by hand (section 2 of chapter 06 and the chain rule), not read off the experiment
+RTD_GRADIENTS_BY_HAND = {"encoder, official": True, "encoder, h detached": False, "encoder, plain ELECTRA": False,
+                         "encoder, frozen discriminator": True, "generator, made trainable": False}
+
+
+def test_rtd_gradient_experiment_agrees_with_the_hand_answers():
+    assert list(ex.RTD_GRADIENT_VARIANTS) == list(RTD_GRADIENTS_BY_HAND)
+    for seed in range(3):
+        assert ex._rtd_gradient_experiment(seed) == RTD_GRADIENTS_BY_HAND
+
+
+def test_rtd_gradient_predictions_accepts_the_hand_answers(capsys):
+    ex.check_rtd_gradient_predictions(lambda: dict(RTD_GRADIENTS_BY_HAND))
+    ex.check_rtd_gradient_predictions(lambda: {k: np.bool_(v) for k, v in RTD_GRADIENTS_BY_HAND.items()})
+    out = capsys.readouterr().out
+    assert out.count("Exercise 6.3: correct on 5 predictions") == 2 and "WRONG" not in out, out
+
+
+@pytest.mark.parametrize("variant, phrase", [
+    ("encoder, official", "the chain rule carries dL_RTD/dh"),
+    ("encoder, h detached", "detach() cuts the only path"),
+    ("encoder, plain ELECTRA", "does not depend on the encoder"),
+    ("encoder, frozen discriminator", "stops ITS weights from being updated"),
+    ("generator, made trainable", "chosen by argmax"),
+])
+def test_rtd_gradient_predictions_explain_each_wrong_one(variant, phrase, capsys):
+    wrong = {**RTD_GRADIENTS_BY_HAND, variant: not RTD_GRADIENTS_BY_HAND[variant]}
+    with pytest.raises(AssertionError, match="Exercise 6.3: 1 of 5 predictions differ") as err:
+        ex.check_rtd_gradient_predictions(lambda: wrong)
+    assert f"- {variant} (" in str(err.value) and phrase in str(err.value), str(err.value)
+    assert "WRONG" in capsys.readouterr().out
+
+
+def test_rtd_gradient_predictions_all_true_lists_every_false_one():
+    with pytest.raises(AssertionError, match="3 of 5 predictions differ") as err:
+        ex.check_rtd_gradient_predictions(lambda: {k: True for k in RTD_GRADIENTS_BY_HAND})
+    msg = str(err.value)
+    assert "h detached" in msg and "plain ELECTRA" in msg and "generator, made trainable" in msg, msg
+
+
+@pytest.mark.parametrize("answer, phrase", [
+    (lambda: list(RTD_GRADIENTS_BY_HAND.values()), "return a dict"),
+    (lambda: {k: v for k, v in RTD_GRADIENTS_BY_HAND.items() if k != "generator, made trainable"},
+     "Missing: ['generator, made trainable']"),
+    (lambda: {**{k: v for k, v in RTD_GRADIENTS_BY_HAND.items() if k != "encoder, official"}, "encoder official": True},
+     "unknown keys (check the spelling): ['encoder official']"),
+    (lambda: {**RTD_GRADIENTS_BY_HAND, "encoder, official": "yes"}, "Write True"),
+    (lambda: {**RTD_GRADIENTS_BY_HAND, "encoder, official": 1}, "Write True"),
+], ids=["list", "missing", "misspelt", "string", "int"])
+def test_rtd_gradient_predictions_malformed_answers(answer, phrase):
     with pytest.raises(AssertionError, match="Exercise 6.3") as err:
-        ex.check_condition_first_position(fn)
+        ex.check_rtd_gradient_predictions(answer)
     assert phrase in str(err.value), str(err.value)
 
 
-def test_condition_first_position_prepending_is_a_shape_error():
-    with pytest.raises(AssertionError, match=r"has shape \(4, 7, 8\), expected \(4, 6, 8\)"):
-        ex.check_condition_first_position(lambda e, h: torch.cat([h.unsqueeze(1), e], dim=1))
-
-
-CHAPTER06 = {"check_replaced_labels": "Exercise 6.1", "check_rtd_loss": "Exercise 6.2",
-             "check_condition_first_position": "Exercise 6.3"}
+CHAPTER06 = {"check_changed_input_share": "Exercise 6.1", "check_rtd_loss": "Exercise 6.2",
+             "check_rtd_gradient_predictions": "Exercise 6.3"}
 
 
 @pytest.mark.parametrize("check_name", list(CHAPTER06))
@@ -812,17 +1133,19 @@ def test_chapter06_not_implemented_and_none(check_name):
 
 
 # ---- chapter 07 (independent references)
-def _ref_nt_xent(a, p, t):
-    """Loops over the 2N rows: -log(e^{pos} / sum over the 2N - 1 other vectors)."""
-    z = [v / v.norm() for v in torch.cat([a, p])]
-    n = len(a)
-    total = 0.0
-    for i in range(2 * n):
-        partner = i + n if i < n else i - n
-        logits = [float(z[i] @ z[j]) / t for j in range(2 * n) if j != i]
-        pos = float(z[i] @ z[partner]) / t
-        total += -(pos - math.log(sum(math.exp(x) for x in logits)))
-    return total / (2 * n)
+def _ref_adjacent_pair(n, rng, lo, hi):
+    """one_pair's draws transcribed, then every start in the document tried one by one: keep those whose span
+    shares no token with the anchor and touches it; pick one with rng."""
+    a_len = int(rng.beta(4, 2) * (hi - lo) + lo)
+    buckets = list(range(0, n - hi + 1, hi))
+    bucket = buckets[int(rng.integers(0, len(buckets)))]
+    a_start = int(rng.integers(bucket, bucket + hi - a_len + 1))
+    p_len = int(rng.beta(2, 4) * (hi - lo) + lo)
+    anchor = set(range(a_start, a_start + a_len))
+    starts = [s for s in range(0, n - p_len + 1)
+              if not anchor & set(range(s, s + p_len)) and (s + p_len == a_start or s == a_start + a_len)]
+    p_start = starts[int(rng.integers(0, len(starts)))]
+    return (a_start, a_start + a_len), (p_start, p_start + p_len)
 
 
 def _ref_start_range(s, e, p, n):
@@ -841,7 +1164,7 @@ def _ref_relation(anchor, positive):
     return "adjacent" if positive[1] == anchor[0] or positive[0] == anchor[1] else "apart"
 
 
-CHAPTER07 = {"check_nt_xent": ("Exercise 7.1", _ref_nt_xent), "check_positive_start_range":
+CHAPTER07 = {"check_adjacent_pair": ("Exercise 7.1", _ref_adjacent_pair), "check_positive_start_range":
              ("Exercise 7.2", _ref_start_range), "check_span_relation": ("Exercise 7.3", _ref_relation)}
 
 
@@ -857,26 +1180,73 @@ def test_chapter07_reference_passes_and_stubs_fail(check_name, capsys):
         getattr(ex, check_name)(_return_none)
 
 
-def _simcse_direction(a, p, t):
-    a, p = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(p, dim=-1)
-    return torch.nn.functional.cross_entropy(a @ p.T / t, torch.arange(len(a)))
+def _pair_with(start_rule, anchor_rng=None):
+    """one_pair with the positive's start chosen by ``start_rule(n, rng, a_start, a_end, p_len)``."""
+    def pair(n, rng, lo, hi):
+        r = rng if anchor_rng is None else anchor_rng()
+        a_len = int(r.beta(4, 2) * (hi - lo) + lo)
+        buckets = list(range(0, n - hi + 1, hi))
+        bucket = buckets[int(r.integers(0, len(buckets)))]
+        a_start = int(r.integers(bucket, bucket + hi - a_len + 1))
+        p_len = int(r.beta(2, 4) * (hi - lo) + lo)
+        p_start = start_rule(n, rng, a_start, a_start + a_len, p_len)
+        return (a_start, a_start + a_len), (p_start, p_start + p_len)
+    return pair
 
 
-def _nt_xent_with_self(a, p, t):
-    z = torch.nn.functional.normalize(torch.cat([a, p]), dim=-1)
-    n = len(a)
-    return torch.nn.functional.cross_entropy(z @ z.T / t, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+def _random_side(n, rng, a0, a1, p_len, gap=0):
+    sides = [s for s in (a0 - p_len - gap, a1 + gap) if 0 <= s <= n - p_len]
+    return sides[int(rng.integers(0, len(sides)))]
 
 
 @pytest.mark.parametrize("fn, phrase", [
-    (_simcse_direction, "one-directional"),
-    (_nt_xent_with_self, "similarity with itself"),
-    (lambda a, p, t: _ref_nt_xent(a * torch.arange(1, a.shape[1] + 1), p, t), None),  # unknown mistake
-])
-def test_nt_xent_wrong_variants(fn, phrase):
+    (_pair_with(lambda n, r, a0, a1, pl: int(r.integers(max(0, a0 - pl), min(a1, n - pl) + 1))),
+     "shares 163 tokens with its anchor"),  # one_pair unchanged: DeCLUTR's whole window
+    (_pair_with(lambda n, r, a0, a1, pl: _random_side(n, r, a0, a1, pl, gap=1)), "there is 1 token between"),
+    (_pair_with(lambda n, r, a0, a1, pl: a1), "leaves the document"),
+    (_pair_with(lambda n, r, a0, a1, pl: min(a1, n - pl)), "shares 71 tokens"),  # clamped into the document
+    (_pair_with(lambda n, r, a0, a1, pl: a1 if a1 + pl <= n else a0 - pl), "always after the anchor"),
+    (_pair_with(lambda n, r, a0, a1, pl: a0 - pl if a0 - pl >= 0 else a1), "always before the anchor"),
+    (_pair_with(_random_side, anchor_rng=lambda: np.random.default_rng()), "keep one_pair's draws"),
+    (lambda n, rng, lo, hi: ((0, hi), (hi, hi + lo)), "your anchor is [0, "),
+    (lambda n, rng, lo, hi: (_ref_adjacent_pair(n, rng, lo, hi)[0], (0, 0)), "has 0 tokens"),
+    (lambda n, rng, lo, hi: tuple(x for span in _ref_adjacent_pair(n, rng, lo, hi) for x in span), "return two spans"),
+], ids=["whole-window", "gap-of-one", "always-after", "clamped", "after-if-it-fits", "before-if-it-fits",
+        "global-rng", "fixed-anchor", "empty-positive", "flat-tuple"])
+def test_adjacent_pair_wrong_variants(fn, phrase):
     with pytest.raises(AssertionError, match="Exercise 7.1") as err:
-        ex.check_nt_xent(fn)
-    assert (phrase in str(err.value)) if phrase else ("Hint" not in str(err.value))
+        ex.check_adjacent_pair(fn)
+    assert phrase in str(err.value), str(err.value)
+
+
+def test_one_pair_draws_by_hand():
+    class Fixed:  # beta() always 0.5, integers(low, high) always low
+        def beta(self, a, b):
+            return 0.5
+
+        def integers(self, low, high):
+            return low
+
+    # n=200, lo=8, hi=32: a_len = int(0.5 * 24 + 8) = 20, bucket 0, a_start 0, p_len = 20
+    assert ex._one_pair_draws(200, Fixed(), 8, 32) == (0, 20, 20)
+    # before the anchor does not fit (0 - 20 < 0): the only adjacent positive starts at the anchor's end
+    assert _ref_adjacent_pair(200, Fixed(), 8, 32) == ((0, 20), (20, 40))
+
+
+def test_adjacent_pair_accepts_another_way_to_pick_the_side(capsys):
+    def sides_by_choice(n, rng, lo, hi):
+        a_len = int(rng.beta(4, 2) * (hi - lo) + lo)
+        buckets = list(range(0, n - hi + 1, hi))
+        bucket = buckets[int(rng.integers(0, len(buckets)))]
+        a_start = int(rng.integers(bucket, bucket + hi - a_len + 1))
+        p_len = int(rng.beta(2, 4) * (hi - lo) + lo)
+        fits = {"before": a_start - p_len >= 0, "after": a_start + a_len + p_len <= n}
+        side = rng.choice([k for k, ok in fits.items() if ok])
+        p_start = a_start - p_len if side == "before" else a_start + a_len
+        return [a_start, a_start + a_len], [p_start, p_start + p_len]  # lists instead of tuples
+
+    ex.check_adjacent_pair(sides_by_choice)
+    assert "Exercise 7.1: correct on 600 test inputs." in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fn, phrase", [
@@ -913,48 +1283,10 @@ def test_span_relation_wrong_variants(fn, phrase):
 
 
 # ---- wrong variants added in the audit of every check (each check: reference passes, >= 2 hinted mistakes)
-def _sup_logits_dot(a, p, n, t, w):
-    """Eq. 8 on raw dot products, with loops: the rows are not normalised."""
-    b = len(a)
-    out = torch.zeros(b, 2 * b, dtype=torch.float64)
-    for i in range(b):
-        for j in range(b):
-            out[i, j] = float(torch.dot(a[i], p[j])) / t
-            out[i, b + j] = float(torch.dot(a[i], n[j])) / t + (w if i == j else 0.0)
-    return out
-
-
-def test_sup_logits_unnormalised_gets_the_cosine_hint():
-    with pytest.raises(AssertionError, match="Exercise 4.1") as err:
-        ex.check_sup_logits(_sup_logits_dot)
-    assert "Hint:" in str(err.value) and "normalise z1, z2, z3 first" in str(err.value), str(err.value)
-
-
 def test_count_false_negatives_rows_instead_of_pairs():
     with pytest.raises(AssertionError, match="Exercise 4.2") as err:
         ex.check_count_false_negatives(lambda b: len([x for x in b if b.count(x) > 1]))
     assert "Hint:" in str(err.value) and "counts rows with a repeated premise" in str(err.value), str(err.value)
-
-
-def _nt_xent_dot(a, p, t):
-    z = list(torch.cat([a, p]))  # not normalised
-    n = len(a)
-    total = 0.0
-    for i in range(2 * n):
-        partner = i + n if i < n else i - n
-        logits = [float(z[i] @ z[j]) / t for j in range(2 * n) if j != i]
-        total += math.log(sum(math.exp(x) for x in logits)) - float(z[i] @ z[partner]) / t
-    return total / (2 * n)
-
-
-@pytest.mark.parametrize("fn, phrase", [
-    (_nt_xent_dot, "use cosine similarity"),
-    (lambda a, p, t: _ref_nt_xent(a, p, 1.0), "divide the cosines by the temperature"),
-], ids=["dot-product", "no-temperature"])
-def test_nt_xent_more_wrong_variants(fn, phrase):
-    with pytest.raises(AssertionError, match="Exercise 7.1") as err:
-        ex.check_nt_xent(fn)
-    assert "Hint:" in str(err.value) and phrase in str(err.value), str(err.value)
 
 
 def test_positive_start_range_lowest_start_at_the_anchor():
@@ -1082,4 +1414,111 @@ def test_near_copy_wrong_variants(fn, phrase):
 def test_rfd_alignment_wrong_variants(fn, phrase):
     with pytest.raises(AssertionError, match="Exercise 8.3") as err:
         ex.check_rfd_alignment(fn)
+    assert phrase in str(err.value)
+
+
+# ---------------------------------------------------------------------------- chapter 10
+def _ref_last_positions(mask):
+    """Walk each row from the right to its first 1."""
+    out = []
+    for row in mask.tolist():
+        k = len(row) - 1
+        while not row[k]:
+            k -= 1
+        out.append(k)
+    return torch.tensor(out)
+
+
+def _ref_dispersive_from_uniformity(u, n):
+    """Sum over the n^2 ordered pairs: n diagonal terms exp(0) = 1 and n (n - 1) off-diagonal ones whose mean is
+    exp(u) (uniformity's mean over unordered pairs equals the mean over ordered ones)."""
+    total = n * 1.0 + n * (n - 1) * math.exp(u)
+    return math.log(total / (n * n))
+
+
+def _ref_group_gradient(probs, answers, rewards):
+    """Closed form: the advantages sum to 0, so the policy term cancels and the gradient is -(1/G) sum_i A_i e_{a_i}."""
+    g, k = len(answers), len(probs)
+    mean = sum(rewards) / g
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / g)
+    grad = [0.0] * k
+    for a, r in zip(answers, rewards):
+        grad[a] -= (0.0 if std == 0 else (r - mean) / std) / g
+    return torch.tensor(grad, dtype=torch.float64)
+
+
+CHAPTER10 = {"check_last_token_positions": ("Exercise 10.1", _ref_last_positions),
+             "check_dispersive_from_uniformity": ("Exercise 10.2", _ref_dispersive_from_uniformity),
+             "check_group_gradient": ("Exercise 10.3", _ref_group_gradient)}
+
+
+@pytest.mark.parametrize("check_name", list(CHAPTER10))
+def test_chapter10_reference_passes_and_stubs_fail(check_name, capsys):
+    assert_reference_passes_and_stubs_fail(check_name, *CHAPTER10[check_name], capsys)
+
+
+def test_chapter10_references_agree_with_cselab():
+    """The hand references above against the library: dispersive vs uniformity on real points, and the
+    closed-form group gradient vs autograd through cselab.policy."""
+    from cselab.losses import dispersive, uniformity
+    from cselab.policy import group_advantages, policy_gradient_loss
+
+    z = torch.randn(12, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert float(dispersive(z, 0.5, normalize=True)) == pytest.approx(
+        _ref_dispersive_from_uniformity(float(uniformity(z)), 12), abs=1e-12)
+    probs = torch.softmax(torch.randn(5, generator=torch.Generator().manual_seed(4), dtype=torch.float64), 0)
+    for answers, rewards in (([1, 3, 3, 0], [0.5, 1.0, 1.0, 0.0]), ([2, 4], [1.0, 1.0])):
+        theta = probs.log().clone().requires_grad_(True)
+        logp = torch.log_softmax(theta, 0)[answers].unsqueeze(0)
+        policy_gradient_loss(logp, group_advantages(torch.tensor([rewards], dtype=torch.float64), eps=0.0)).backward()
+        torch.testing.assert_close(theta.grad, _ref_group_gradient(probs, answers, rewards))
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda m: m.long().sum(1) - 1, "RIGHT padding"),
+    (lambda m: torch.full((m.shape[0],), m.shape[1] - 1), "LEFT padding"),
+    (lambda m: m.long().argmin(1) - 1, "first 0"),
+    (lambda m: _ref_last_positions(m).unsqueeze(1), "shape"),
+])
+def test_last_token_positions_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 10.1") as err:
+        ex.check_last_token_positions(fn)
+    assert phrase in str(err.value)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda u, n: u, "diagonal included"),
+    (lambda u, n: math.log((n - 1) / n) + u, "left out the n diagonal"),
+    (lambda u, n: math.log((n * (n - 1) * math.exp(u) + n) / (n * (n - 1))), "divide by n^2"),
+    (lambda u, n: math.log((n * (n - 1) / 2 * math.exp(u) + n) / n**2), "counts each of them twice"),
+])
+def test_dispersive_from_uniformity_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 10.2") as err:
+        ex.check_dispersive_from_uniformity(fn)
+    assert phrase in str(err.value)
+
+
+def _raw_reward_gradient(probs, answers, rewards):
+    grad = [0.0] * len(probs)
+    for a, r in zip(answers, rewards):
+        for k in range(len(probs)):
+            grad[k] -= r * ((k == a) - float(probs[k])) / len(answers)
+    return torch.tensor(grad, dtype=torch.float64)
+
+
+def _bessel_gradient(probs, answers, rewards):
+    g = len(answers)
+    scale = math.sqrt((g - 1) / g) if len(set(rewards)) > 1 else 1.0  # population std / sample std
+    return _ref_group_gradient(probs, answers, rewards) * scale
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda p, a, r: -_ref_group_gradient(p, a, r), "opposite sign"),
+    (lambda p, a, r: len(a) * _ref_group_gradient(p, a, r), "divide by G"),
+    (_raw_reward_gradient, "raw rewards"),
+    (_bessel_gradient, "Bessel"),
+])
+def test_group_gradient_wrong_variants(fn, phrase):
+    with pytest.raises(AssertionError, match="Exercise 10.3") as err:
+        ex.check_group_gradient(fn)
     assert phrase in str(err.value)

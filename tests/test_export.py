@@ -128,7 +128,7 @@ def test_avg_and_normalize_export(tmp_path):
     torch.testing.assert_close(loaded.encode(SENTENCES).norm(dim=-1), torch.ones(len(SENTENCES)))
 
 
-@pytest.mark.parametrize("pooling", ["avg_first_last", "avg_top2"])
+@pytest.mark.parametrize("pooling", ["avg_first_last", "avg_top2", "last", "prompt"])
 def test_layer_average_poolings_cannot_be_exported(tmp_path, pooling):
     encoder = SentenceEncoder.from_pretrained("cselab/tiny", pooling=pooling)
     with pytest.raises(ValueError, match=pooling):

@@ -16,7 +16,7 @@ from cselab.course import chapters, exercise_labels, read_notebook, run_notebook
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = chapters(REPO / "notebooks")
 EXPECTED = ["01_contrastive_basics", "02_sentence_embeddings_and_sts", "03_unsup_simcse", "04_sup_simcse",
-            "05_esimcse", "06_diffcse", "07_declutr", "08_llm_generated_data", "09_comparison"]
+            "05_esimcse", "06_diffcse", "07_declutr", "08_llm_generated_data", "09_comparison", "10_frontiers"]
 
 
 def load(path: Path) -> dict:

@@ -1032,6 +1032,22 @@ def test_run_or_load_trains_once_then_loads_and_guards_other_configs(tmp_path, c
     assert T.run_or_load(other, tmp_path / "run", replace_stale=True, progress=False).steps == 1
 
 
+def test_run_or_load_treats_another_identity_as_another_run(tmp_path, capsys):
+    """An extra evaluation set of another size makes a finished run stale, like another configuration."""
+    config = resolve_config("unsup-simcse-ci", max_steps=1, eval_steps=1, save_steps=1, max_train_samples=32)
+    T.run_or_load(config, tmp_path / "run", identity={"au_sentences": 10}, progress=False)
+    assert json.loads((tmp_path / "run" / T.IDENTITY_FILE).read_text("utf-8")) == {"au_sentences": 10}
+    capsys.readouterr()
+    T.run_or_load(config, tmp_path / "run", identity={"au_sentences": 10}, label="main run", progress=False)
+    assert capsys.readouterr().out.startswith("main run: loaded the finished run (1 steps)")
+    with pytest.raises(ValueError, match="holds a run of another configuration"):
+        T.run_or_load(config, tmp_path / "run", identity={"au_sentences": 12}, progress=False)
+    assert (tmp_path / "run" / T.RESULT_FILE).is_file()  # the refused call removed nothing
+    T.run_or_load(config, tmp_path / "run", identity={"au_sentences": 12}, replace_stale=True, progress=False)
+    out = capsys.readouterr().out
+    assert "held a run of another configuration; removed it" in out and "trained 1 steps" in out
+
+
 @pytest.fixture(scope="module")
 def roberta_without_pooler(tmp_path_factory):
     """A small RoBERTa checkpoint saved WITHOUT pooler weights (as recent transformers load hub roberta-base),

@@ -13,6 +13,35 @@ from .ngcse import LEVEL_COLUMNS, NGCSE
 from .simcse import SimCSE
 
 
+# The TrainConfig fields each method reads beyond the generic ones (the others' fields are ignored).
+METHOD_FIELDS: dict[str, tuple[str, ...]] = {
+    "unsup-simcse": (),
+    "sup-simcse": ("hard_negative_weight",),
+    "esimcse": ("dup_rate", "queue_size", "momentum", "momentum_init"),
+    "diffcse": ("generator", "lambda_weight", "masking_ratio", "batchnorm", "rtd_include_padding"),
+    "declutr": ("num_anchors", "num_positives", "min_span_length", "max_span_length", "span_sampling",
+                "scale_spans", "masking_ratio", "mlm_weight"),
+    "ngcse": ("margins", "beta", "positive_index", "freeze_embeddings", "pair_template", "aigen_batch_size"),
+}
+# Speed options: shown only when set, since they change the run's speed, not what it learns.
+SPEED_FIELDS = ("length_bucketing", "compile", "static_shapes", "compile_mode", "scale_fix")
+
+
+def config_view(config) -> dict:
+    """The fields that matter for ``config.method``: the generic ones, then the method's own.
+
+    Other methods' fields (e.g. DiffCSE's ``generator`` in a SimCSE run) and speed options left
+    at their defaults are left out, so a printed configuration reads like the paper's table.
+    """
+    if config.method not in METHOD_FIELDS:
+        raise ValueError(f"Unknown method {config.method!r}; known: {sorted(METHOD_FIELDS)}.")
+    values, defaults = config.to_dict(), type(config)().to_dict()
+    claimed = {name for fields in METHOD_FIELDS.values() for name in fields}
+    generic = {k: v for k, v in values.items() if k not in claimed
+               and (k not in SPEED_FIELDS or v != defaults[k])}
+    return {**generic, **{k: values[k] for k in METHOD_FIELDS[config.method]}}
+
+
 def build_method(config, encoder):
     hidden = encoder.model.config.hidden_size
     init = getattr(encoder.model.config, "initializer_range", 0.02)
@@ -48,5 +77,5 @@ def build_method(config, encoder):
     raise ValueError(f"Unknown method {config.method!r}.")
 
 
-__all__ = ["DeCLUTR", "DiffCSE", "ESimCSE", "MLMHead", "NGCSE", "SimCSE", "build_method", "load_generator",
-           "load_mlm_head"]
+__all__ = ["DeCLUTR", "DiffCSE", "ESimCSE", "METHOD_FIELDS", "MLMHead", "NGCSE", "SPEED_FIELDS", "SimCSE",
+           "build_method", "config_view", "load_generator", "load_mlm_head"]

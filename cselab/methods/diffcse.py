@@ -108,24 +108,32 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
         tokenizer = _wordpiece_tokenizer(TINY_VOCAB)
         model = AutoModelForMaskedLM.from_pretrained(TINY_MLM_DIR, dtype=torch.float32, trust_remote_code=False)
     else:
-        from ..encoders import HubUnreachableError
-        from ..profiles import hub_reachable
+        from ..encoders import TOKENIZER_FILES, HubUnreachableError, cached_tokenizer_files, check_loaded_weights
+        from ..profiles import hub_reachable, model_is_cached
 
+        local = Path(name_or_path).exists()
         try:  # a local directory or the Hugging Face cache first: works offline
+            if not local and not model_is_cached(name_or_path):
+                raise OSError("not in the Hugging Face cache")
+            if not local and not cached_tokenizer_files(name_or_path):  # transformers 5 would build an empty one
+                raise OSError(f"cached without tokenizer files ({', '.join(TOKENIZER_FILES)})")
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False)
-            model = AutoModelForMaskedLM.from_pretrained(name_or_path, local_files_only=True,
-                                                         trust_remote_code=False).float()
+            model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, local_files_only=True,
+                                                               output_loading_info=True, trust_remote_code=False)
         except (OSError, ValueError) as exc:  # transformers raises either for a missing/partial model
-            if Path(name_or_path).exists():
+            if local:
                 raise FileNotFoundError(f"generator={name_or_path!r}: not a masked-LM directory with its "
                                         f"tokenizer ({exc}).") from None
             if not hub_reachable():
                 raise HubUnreachableError(
-                    f"Cannot load the DiffCSE generator {name_or_path!r}: not cached and the hub cannot be "
+                    f"Cannot load the DiffCSE generator {name_or_path!r}: {exc}; and the hub cannot be "
                     f"reached. Download it where there is a network, or use generator={TINY_MLM!r} "
                     "(profile 'ci').") from None
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
-            model = AutoModelForMaskedLM.from_pretrained(name_or_path, trust_remote_code=False)
+            model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True,
+                                                               trust_remote_code=False)
+        check_loaded_weights(f"generator={name_or_path}", model, info, optional=())  # no silent random MLM head
+        model = model.float()
     check_same_vocabulary(encoder.tokenizer, tokenizer, name_or_path)
     return model.eval()
 
