@@ -1522,3 +1522,18 @@ def test_group_gradient_wrong_variants(fn, phrase):
     with pytest.raises(AssertionError, match="Exercise 10.3") as err:
         ex.check_group_gradient(fn)
     assert phrase in str(err.value)
+
+
+def test_last_token_positions_bool_crash_gets_a_hint():
+    """The natural answer without a cast crashes on bool masks: the check explains instead of raising it."""
+    def no_cast(mask):
+        return mask.shape[1] - 1 - mask.flip(1).argmax(1)  # argmax has no bool kernel
+
+    with pytest.raises(AssertionError, match="Exercise 10.1: on a bool mask") as err:
+        ex.check_last_token_positions(no_cast)
+    assert "mask.long()" in str(err.value)
+    ex.check_last_token_positions(lambda m: no_cast(m.long()))  # the same answer with the cast passes
+
+
+def test_group_gradient_accepts_a_float32_answer():
+    ex.check_group_gradient(lambda p, a, r: _ref_group_gradient(p, a, r).float())
