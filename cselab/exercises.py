@@ -32,6 +32,26 @@ def _close(a, b, tol: float) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, atol=tol, rtol=tol))
 
 
+def _prediction_dict(exercise: str, fn: Callable, keys, entry: str, noun: str) -> dict:
+    """A predict-then-run answer: ``fn()`` must return a dict with exactly ``keys`` (one prediction each)."""
+    try:
+        predictions = fn()
+    except NotImplementedError:
+        raise AssertionError(f"{exercise}: not implemented yet -- replace the `raise NotImplementedError` "
+                             "line.") from None
+    if predictions is None:
+        raise AssertionError(f"{exercise}: your function returned None; did you forget `return`?")
+    if not isinstance(predictions, dict):
+        raise AssertionError(f"{exercise}: return a dict {{{entry}}} with the keys {list(keys)}; "
+                             f"you return a {type(predictions).__name__}.")
+    missing = [k for k in keys if k not in predictions]
+    unknown = [k for k in predictions if k not in keys]
+    if missing or unknown:
+        raise AssertionError(f"{exercise}: predict every {noun} exactly once. Missing: {missing or 'none'}; "
+                             f"unknown keys (check the spelling): {unknown or 'none'}.")
+    return predictions
+
+
 def _check(exercise: str, learner: Callable, reference: Callable, cases: list[_Case],
            mistakes: list[tuple[Callable, str]] = (), tol: float = 1e-5) -> None:
     for case in cases:
@@ -339,21 +359,7 @@ def check_loss_predictions(fn: Callable) -> None:
     moves as it does.
     """
     exercise = "Exercise 3.1"
-    try:
-        predictions = fn()
-    except NotImplementedError:
-        raise AssertionError(f"{exercise}: not implemented yet -- replace the `raise NotImplementedError` "
-                             "line.") from None
-    if predictions is None:
-        raise AssertionError(f"{exercise}: your function returned None; did you forget `return`?")
-    if not isinstance(predictions, dict):
-        raise AssertionError(f"{exercise}: return a dict {{name: prediction}} with the keys {list(LOSS_CHANGES)}; "
-                             f"you return a {type(predictions).__name__}.")
-    missing = [k for k in LOSS_CHANGES if k not in predictions]
-    unknown = [k for k in predictions if k not in LOSS_CHANGES]
-    if missing or unknown:
-        raise AssertionError(f"{exercise}: predict every change exactly once. Missing: {missing or 'none'}; "
-                             f"unknown keys (check the spelling): {unknown or 'none'}.")
+    predictions = _prediction_dict(exercise, fn, LOSS_CHANGES, "name: prediction", "change")
     stated = {k: _prediction(v) for k, v in predictions.items()}
     for name, value in stated.items():
         if value is None:
@@ -926,21 +932,7 @@ def check_rtd_gradient_predictions(fn: Callable) -> None:
     predictions next to what it measured, and on a wrong prediction raises AssertionError explaining why.
     """
     exercise = "Exercise 6.3"
-    try:
-        predictions = fn()
-    except NotImplementedError:
-        raise AssertionError(f"{exercise}: not implemented yet -- replace the `raise NotImplementedError` "
-                             "line.") from None
-    if predictions is None:
-        raise AssertionError(f"{exercise}: your function returned None; did you forget `return`?")
-    if not isinstance(predictions, dict):
-        raise AssertionError(f"{exercise}: return a dict {{variant: True or False}} with the keys "
-                             f"{list(RTD_GRADIENT_VARIANTS)}; you return a {type(predictions).__name__}.")
-    missing = [k for k in RTD_GRADIENT_VARIANTS if k not in predictions]
-    unknown = [k for k in predictions if k not in RTD_GRADIENT_VARIANTS]
-    if missing or unknown:
-        raise AssertionError(f"{exercise}: predict every variant exactly once. Missing: {missing or 'none'}; "
-                             f"unknown keys (check the spelling): {unknown or 'none'}.")
+    predictions = _prediction_dict(exercise, fn, RTD_GRADIENT_VARIANTS, "variant: True or False", "variant")
     for name, value in predictions.items():
         if not isinstance(value, (bool, np.bool_)):
             raise AssertionError(f"{exercise}: your prediction for {name!r} is {value!r}. Write True (the RTD loss "
