@@ -8,7 +8,7 @@ import sys
 
 from . import course
 from . import data as D
-from .encoders import POOLERS
+from .encoders import POOLERS, TRUNCATED_DECODER_KEY
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
 
     ev = sub.add_parser("eval", help="evaluate an encoder on the STS tasks (SimCSE protocol)")
-    ev.add_argument("model", help="hub id, local model directory, or cselab/tiny")
+    ev.add_argument("model", help="hub id, local model directory, cselab/tiny or cselab/smollm2-2l")
     ev.add_argument("--pooling", choices=POOLERS, default=None, help="pooler (default: cls, or the model's ST config)")
     ev.add_argument("--tasks", nargs="+", choices=D.STS_TASKS, default=None, help="tasks (default: all seven)")
     ev.add_argument("--split", choices=["train", "dev", "test"], default="test", help="STS-B/SICK-R split")
@@ -125,9 +125,15 @@ def _train(parser: argparse.ArgumentParser, args) -> int:
 
     output = Path(args.output or Path("build") / "runs" / args.preset)
     result = train(config, output, resume=args.resume, data_dir=args.data_dir)
-    print(f"evaluation score ({config.eval_data}): initial {result.initial_score:.2f}, best {result.best_score:.2f} "
-          f"at step {result.best_step}, final {result.final_score:.2f}; {result.steps} steps in {result.seconds:.0f} s")
-    print(f"best model: {result.best_dir} (SentenceEncoder.from_pretrained or SentenceTransformer loads it)")
+    print(f"evaluation score ({config.eval_data_name}): initial {result.initial_score:.2f}, "
+          f"best {result.best_score:.2f} at step {result.best_step}, final {result.final_score:.2f}; "
+          f"{result.steps} steps in {result.seconds:.0f} s")
+    saved = json.loads((Path(result.best_dir) / "config.json").read_text("utf-8"))
+    if TRUNCATED_DECODER_KEY in saved:  # e.g. cselab/smollm2-2l: plain loaders would apply the skipped final norm
+        print(f"best model: {result.best_dir} (SentenceEncoder.from_pretrained loads it; other loaders must apply "
+              f"its config's {TRUNCATED_DECODER_KEY!r} entry, e.g. skip the final norm)")
+    else:
+        print(f"best model: {result.best_dir} (SentenceEncoder.from_pretrained or SentenceTransformer loads it)")
     return 0
 
 

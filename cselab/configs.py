@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .encoders import TINY_PRESET
+from .encoders import SMOLLM2_PRESET, TINY_PRESET
 from .methods.simcse import POOLER_TYPES
 
 COURSE_DATA = Path(__file__).resolve().parents[1] / "data"
@@ -24,7 +24,8 @@ LR_SCHEDULES = ("linear", "slanted_triangular")
 SPAN_SAMPLINGS = (None, "subsuming", "adjacent")
 
 
-EVAL_DATA_NAMES = {"stsb-dev": "STS-B dev", "sample": "the shipped scored pairs (data/sts_sample.tsv)"}
+EVAL_DATA_NAMES = {"stsb-dev": "STS-B dev", "sample": "the shipped scored pairs (data/sts_sample.tsv)",
+                   "auto": "STS-B dev (the shipped scored pairs when the data root lacks it)"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,10 @@ class TrainConfig:
             bare Linear head over ``[MASK]``/``[CLS]`` in training only.
         dropout: hidden and attention dropout of the encoder (the only noise of unsup SimCSE).
         eval_steps: evaluate and keep the best checkpoint every N steps (SimCSE scripts: 125).
-        eval_data: ``stsb-dev`` (SimCSE's model selection) or ``sample`` (the shipped pairs).
+        eval_data: ``stsb-dev`` (SimCSE's model selection), ``sample`` (the shipped pairs) or ``auto``
+            (STS-B dev when the data root has it, else the shipped pairs).
+        eval_max_pairs: evaluate on a fixed random subset of this many pairs
+            (:meth:`cselab.data.ScoredPairs.subset`, seed 0) instead of all; None = all.
         save_steps: write a resumable checkpoint every N steps.
         log_steps: print/record the running loss every N steps.
         seed: seed of initialisation, data order and dropout (HF Trainer default 42).
@@ -136,6 +140,7 @@ class TrainConfig:
     dropout: float = 0.1
     eval_steps: int = 125
     eval_data: str = "stsb-dev"
+    eval_max_pairs: int | None = None
     save_steps: int = 125
     log_steps: int = 10
     seed: int = 42
@@ -212,8 +217,10 @@ class TrainConfig:
         elif self.pooler_type not in (*POOLER_TYPES, MASK_POOLER):
             problems.append(f"pooler_type={self.pooler_type!r} (choose one of {list(POOLER_TYPES)}, or "
                             f"{MASK_POOLER!r} with method 'ngcse')")
-        if self.eval_data not in ("stsb-dev", "sample"):
-            problems.append(f"eval_data={self.eval_data!r} (choose 'stsb-dev' or 'sample')")
+        if self.eval_max_pairs is not None and self.eval_max_pairs < 2:
+            problems.append(f"eval_max_pairs={self.eval_max_pairs} (must be >= 2 or None)")
+        if self.eval_data not in EVAL_DATA_NAMES:
+            problems.append(f"eval_data={self.eval_data!r} (choose one of {sorted(EVAL_DATA_NAMES)})")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append(f"precision={self.precision!r} (choose auto, fp32, bf16, fp16)")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -300,7 +307,8 @@ class TrainConfig:
     @property
     def eval_data_name(self) -> str:
         """``eval_data`` as a reader would name it in a printed table."""
-        return EVAL_DATA_NAMES[self.eval_data]
+        subset = f", a fixed random subset of {self.eval_max_pairs} pairs" if self.eval_max_pairs else ""
+        return EVAL_DATA_NAMES[self.eval_data] + subset
 
     def to_dict(self) -> dict:
         """The fields as JSON stores them: tuples (``margins``) become lists; :func:`config_from_dict` inverts it."""
@@ -386,6 +394,21 @@ for _method, _data in _CI_DATA.items():
     PRESETS[f"{_method}-laptop"] = TrainConfig(
         method=_method, train_file="nli" if _method == "sup-simcse" else "wiki1m", learning_rate=_laptop_lr,
         **_LAPTOP)
+
+# ci for SimCSE: the pretrained offline encoder cselab/smollm2-2l (SmolLM2-135M-Instruct's first two blocks, mean
+# pooling of the raw block-2 state) on real sentences when the data root has them ("text:unlabeled": the wiki1m
+# sample; "text:nli": the SNLI triplets), else the shipped files; a fixed 500-pair subset of STS-B dev, evaluated
+# every 10 steps, keeps the best checkpoint (SimCSE's model selection). 40 steps of batch 32 at lr 2e-4, about
+# 0.3 s (unsupervised) and 0.5 s (supervised) a step on 2 cores: unsupervised training first repairs the massive
+# block-2 dimensions, then over-fits the dropout task and falls (data/README.md), so the runs stay short.
+# The former ci presets stay as "-tiny": the random cselab/tiny on the toy files, the one encoder that every method
+# of chapter 09's comparison (and chapter 07's DeCLUTR vs SimCSE) shares in ci, and a fast preset for tests.
+for _method in ("unsup-simcse", "sup-simcse"):
+    PRESETS[f"{_method}-tiny"] = PRESETS[f"{_method}-ci"]
+_CI_LM = dict(model=SMOLLM2_PRESET, pooler_type="avg", batch_size=32, learning_rate=2e-4, max_steps=40, eval_steps=10,
+              save_steps=10, log_steps=5, eval_data="auto", eval_max_pairs=500, device="cpu", precision="fp32")
+PRESETS["unsup-simcse-ci"] = TrainConfig(method="unsup-simcse", train_file="text:unlabeled", **_CI_LM)
+PRESETS["sup-simcse-ci"] = TrainConfig(method="sup-simcse", train_file="text:nli", **_CI_LM)
 
 # NGCSE scripts/train_{bert,roberta}_{wiki,nli}_sts.sh (reference §8.4; appendix Table 6): lr 1e-5, batch 256,
 # len 32, tau 0.05, beta 1, --pooler_type mask, --use_native_loss --use_loss3 (InfoNCE + HT), eval/save/log every

@@ -72,6 +72,17 @@ class ScoredPairs:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def subset(self, n: int, seed: int = 0) -> "ScoredPairs":
+        """A fixed random ``n``-pair subset in the original order (every genre of a file, not just its first
+        lines); the whole set when ``n >= len(self)``. The same ``seed`` gives the same pairs."""
+        if n < 2:
+            raise ValueError(f"subset(n={n}): a Spearman correlation needs at least 2 pairs.")
+        if n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return ScoredPairs([self.sentences1[i] for i in keep], [self.sentences2[i] for i in keep],
+                           self.scores[keep], f"{self.source} ({n}-pair subset)")
+
 
 @dataclass
 class LabeledPairs:

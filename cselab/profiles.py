@@ -60,7 +60,7 @@ PROFILES: dict[str, Profile] = {
         eval_batch_size=128,
         toy_steps=150,
         anisotropy_sentences=400,
-        description="offline: tiny random-init encoder, shipped data (+ CSELAB_DATA_DIR)",
+        description="offline: course encoders (SmolLM2 blocks, tiny random BERT), real or shipped data",
     ),
     "laptop": Profile(
         name="laptop",

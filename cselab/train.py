@@ -72,8 +72,15 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------ data
+TEXT_PREFIX = "text:"  # train_file "text:unlabeled" / "text:nli": real sentences when present, else shipped
+
+
 def resolve_train_file(train_file: str, data_dir=None, download: bool = True) -> Path:
-    """A registry name (``wiki1m``, ``nli``) -> its file under the data root; else a path."""
+    """A registry name (``wiki1m``, ``nli``) -> its file under the data root; ``text:KIND`` -> real text of
+    that kind when the data root has it, else the shipped stand-in (:func:`cselab.data.training_text`);
+    else a path."""
+    if train_file.startswith(TEXT_PREFIX):
+        return D.training_text(train_file[len(TEXT_PREFIX):], data_dir)[0]
     if train_file in D.REGISTRY:
         root = D.data_root(data_dir, must_exist=False)
         target = root / D.REGISTRY[train_file].target
@@ -204,7 +211,15 @@ def length_bucketed_order(order: list[int], lengths: list[int], batch_size: int,
 
 
 def evaluation_pairs(config: TrainConfig, data_dir=None) -> D.ScoredPairs:
-    return D.read_stsb("dev", data_dir) if config.eval_data == "stsb-dev" else D.read_scored_pairs()
+    """The pairs of model selection: STS-B dev, the shipped pairs, or (``auto``) STS-B dev when the data root has it."""
+    if config.eval_data == "auto":
+        try:
+            pairs = D.read_stsb("dev", data_dir)
+        except D.DataNotFoundError:
+            pairs = D.read_scored_pairs()
+    else:
+        pairs = D.read_stsb("dev", data_dir) if config.eval_data == "stsb-dev" else D.read_scored_pairs()
+    return pairs.subset(config.eval_max_pairs) if config.eval_max_pairs else pairs
 
 
 # ------------------------------------------------------------------ helpers
@@ -234,8 +249,10 @@ def set_dropout(model: nn.Module, p: float) -> None:
             module.p = p
         elif isinstance(getattr(module, "dropout_prob", None), float):
             module.dropout_prob = p  # SDPA attention in transformers 4.4x reads a plain float
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = p  # Llama-style attention reads a plain float too
     config = getattr(model, "config", None)
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout"):
         if hasattr(config, key):
             setattr(config, key, p)  # so a saved model records the training value
 

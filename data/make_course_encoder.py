@@ -171,6 +171,9 @@ def blocks(args) -> None:
         high = norm(lm(inputs_embeds=drop(low), attention_mask=mask).last_hidden_state)
         lm.layers = top
         m = mask.unsqueeze(-1).float()
+        if args.skip_first:  # drop the first token (the attention sink with SmolLM2's massive activations)
+            m = m.clone()
+            m[:, 0] = 0
         return (high * m).sum(1) / m.sum(1)
 
     pairs = read_stsb("dev", args.data_dir)
@@ -188,14 +191,27 @@ def blocks(args) -> None:
 
     print("before:", score(), flush=True)
     sentences = [s for s in read_sentences([f"{args.data_dir}/unsup/wiki_sample.txt"], 10 ** 9)]
+    if args.sup:  # supervised SimCSE: (premise, entailment, contradiction) triplets
+        import csv
+        with open(f"{args.data_dir}/nli/snli_devtest_triplets.csv", encoding="utf-8") as f:
+            triplets = [(r["sent0"], r["sent1"], r["hard_neg"]) for r in csv.DictReader(f)]
+        random.Random(0).shuffle(triplets)
     opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     torch.manual_seed(args.seed)
     start = time.time()
     for step in range(args.steps):
         lm.train(), drop.train()
-        batch = sentences[step * args.batch_size:(step + 1) * args.batch_size]
-        z = encode(tok(batch + batch, return_tensors="pt", padding=True, truncation=True, max_length=32))
-        z1, z2 = z.split(len(batch))  # two dropout views, (b, 576) each
+        if args.sup:
+            rows = triplets[step * args.batch_size:(step + 1) * args.batch_size]
+            batch = [r[0] for r in rows]
+            z = encode(tok(batch + [r[1] for r in rows] + [r[2] for r in rows], return_tensors="pt", padding=True,
+                           truncation=True, max_length=32))
+            z1, z2, z3 = z.split(len(batch))
+            z2 = torch.cat([z2, z3])  # positives then hard negatives: (2b, 576)
+        else:
+            batch = sentences[step * args.batch_size:(step + 1) * args.batch_size]
+            z = encode(tok(batch + batch, return_tensors="pt", padding=True, truncation=True, max_length=32))
+            z1, z2 = z.split(len(batch))  # two dropout views, (b, 576) each
         logits = F.cosine_similarity(z1.unsqueeze(1), z2.unsqueeze(0), dim=-1) / args.temperature
         loss = F.cross_entropy(logits, torch.arange(len(batch)))
         loss.backward()
@@ -234,6 +250,8 @@ def main() -> None:
     k.add_argument("--dropout", type=float, default=0.1)
     k.add_argument("--every", type=int, default=10)
     k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--sup", action="store_true", help="supervised SimCSE on the SNLI triplets")
+    k.add_argument("--skip-first", action="store_true", help="mean pooling without the first token")
     args = parser.parse_args()
     {"teacher": teacher, "student": student, "blocks": blocks}[args.command](args)
 

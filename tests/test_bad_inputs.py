@@ -174,7 +174,7 @@ def test_toy_corpus_non_integer_id_names_the_line(tmp_path):
 # ------------------------------------------------------------------ configurations
 def test_max_length_zero_gives_one_message():
     with pytest.raises(ValueError) as info:
-        resolve_config("unsup-simcse-ci", max_length=0)
+        resolve_config("unsup-simcse-tiny", max_length=0)
     message = str(info.value)
     assert message.count("max_length") == 1 and "must be >= 2" in message
 
@@ -183,7 +183,7 @@ def test_max_length_zero_gives_one_message():
                                       ("log_steps", "0"), ("batch_size", "-1"), ("train_file", "")])
 def test_negative_or_empty_values_name_the_key(key, text):
     with pytest.raises(ValueError, match=rf"Invalid training configuration: {key}=") as info:
-        resolve_config("unsup-simcse-ci", [f"{key}={text}"])
+        resolve_config("unsup-simcse-tiny", [f"{key}={text}"])
     assert str(info.value).count(f"{key}=") == 1
 
 
@@ -197,7 +197,7 @@ def test_cli_train_bad_setting_exits_with_usage_before_any_work(argv, message, c
 
     monkeypatch.setattr(T, "train", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(SystemExit) as exc:
-        cli.main(["train", "--preset", "unsup-simcse-ci", *argv])
+        cli.main(["train", "--preset", "unsup-simcse-tiny", *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -206,4 +206,4 @@ def test_cli_train_preset_typo_lists_the_presets(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["train", "--preset", "unsup-simcse-cl", "--dry-run"])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and "unsup-simcse-cl" in err and "unsup-simcse-ci" in err
+    assert exc.value.code == 2 and "unsup-simcse-cl" in err and "unsup-simcse-tiny" in err

@@ -60,9 +60,11 @@ def test_ci_and_laptop_variants_exist(method, variant):
     assert (config.temperature, config.dropout, config.max_length) == (0.05, 0.1, 32)
     if variant == "laptop":
         assert config.max_steps is not None and config.max_steps >= 1
+    elif config.max_steps is not None:  # the pretrained offline encoder: a fixed, short budget
+        assert config.model == "cselab/smollm2-2l" and config.max_steps <= 100
     else:  # the shipped data: 1,024 examples, so a bounded number of steps
         assert config.epochs * math.ceil(1024 / config.batch_size) <= 100
-    assert config.pooler_type == ("avg" if config.model == "cselab/tiny" else "cls")
+    assert config.pooler_type == ("avg" if config.model in ("cselab/tiny", "cselab/smollm2-2l") else "cls")
     assert (config.train_pooling, config.eval_pooling) == (("avg", "avg") if variant == "ci" else
                                                            ("cls_before_pooler",
                                                             PRESETS[f"{method}-bert-base"].eval_pooling))
@@ -70,7 +72,12 @@ def test_ci_and_laptop_variants_exist(method, variant):
 
 @pytest.mark.parametrize("method", ["unsup-simcse", "sup-simcse"])
 def test_ci_variant_is_offline(method):
+    """The ci presets of SimCSE: the pretrained offline encoder on real text when the data root has it (else the
+    shipped files, test_train.py), evaluated on STS-B dev when present; -tiny keeps the former random-encoder ones."""
     config = PRESETS[f"{method}-ci"]
+    assert config.model == "cselab/smollm2-2l" and config.device == "cpu" and config.eval_data == "auto"
+    assert config.train_file == {"unsup-simcse": "text:unlabeled", "sup-simcse": "text:nli"}[method]
+    config = PRESETS[f"{method}-tiny"]
     assert config.model == "cselab/tiny"
     path = Path(config.train_file)
     assert path.is_absolute() and path.is_file(), config.train_file
@@ -102,7 +109,7 @@ def test_text_overrides_are_converted_to_the_field_types():
 
 
 def test_text_overrides_as_a_list_of_key_value():
-    config = resolve_config("sup-simcse-ci", ["max_steps=5", "scale_fix = no", "temperature=1",
+    config = resolve_config("sup-simcse-tiny", ["max_steps=5", "scale_fix = no", "temperature=1",
                                               "hard_negative_weight=-inf", "train_file=a=b.csv"])
     assert config.max_steps == 5 and config.scale_fix is False
     assert config.temperature == 1.0 and type(config.temperature) is float
@@ -122,7 +129,7 @@ def test_bool_overrides(text, value):
 
 
 def test_typed_keyword_overrides():
-    config = resolve_config("sup-simcse-ci", temperature=0.2, max_steps=None)
+    config = resolve_config("sup-simcse-tiny", temperature=0.2, max_steps=None)
     assert config.temperature == 0.2 and config.max_steps is None and config.method == "sup-simcse"
 
 
@@ -187,7 +194,7 @@ def test_nan_grad_clip_is_rejected():
 @pytest.mark.parametrize("text", ["nan", "inf", "+inf"])
 def test_non_finite_hard_negative_weight_is_rejected(text):
     with pytest.raises(ValueError, match="hard_negative_weight"):
-        resolve_config("sup-simcse-ci", {"hard_negative_weight": text})
+        resolve_config("sup-simcse-tiny", {"hard_negative_weight": text})
 
 
 def test_unknown_preset_lists_the_presets():
@@ -222,7 +229,7 @@ def test_json_round_trip(name):
 
 
 def test_round_trip_keeps_none_and_negative_infinity():
-    config = resolve_config("sup-simcse-ci", {"max_steps": "none", "hard_negative_weight": "-inf"})
+    config = resolve_config("sup-simcse-tiny", {"max_steps": "none", "hard_negative_weight": "-inf"})
     back = config_from_dict(json.loads(config.to_json()))
     assert back.max_steps is None and back.hard_negative_weight == -math.inf
 
@@ -405,15 +412,15 @@ def test_round_trip_keeps_margins_a_tuple():
 
 
 def test_static_shapes_and_compile_mode_values():
-    config = resolve_config("unsup-simcse-ci", {"static_shapes": "16,32", "compile_mode": "reduce-overhead"})
+    config = resolve_config("unsup-simcse-tiny", {"static_shapes": "16,32", "compile_mode": "reduce-overhead"})
     assert (config.static_shapes, config.compile_mode) == ((16, 32), "reduce-overhead")
-    assert resolve_config("unsup-simcse-ci", {"static_shapes": "()"}).static_shapes == ()
+    assert resolve_config("unsup-simcse-tiny", {"static_shapes": "()"}).static_shapes == ()
     assert config_from_dict(json.loads(config.to_json())) == config  # the JSON list comes back as a tuple
     for bad, match in [({"static_shapes": (32, 16)}, "increasing"), ({"static_shapes": (0,)}, "increasing"),
                        ({"static_shapes": "16"}, "tuple of token lengths"), ({"compile_mode": "max"}, "choose"),
                        ({"compile_mode": "reduce-overhead"}, "set static_shapes too")]:
         with pytest.raises(ValueError, match=match):
-            resolve_config("unsup-simcse-ci", **bad)
+            resolve_config("unsup-simcse-tiny", **bad)
 
 
 def test_config_view_shows_the_generic_fields_and_only_the_methods_own():
@@ -425,7 +432,7 @@ def test_config_view_shows_the_generic_fields_and_only_the_methods_own():
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     assert {f for fields in METHOD_FIELDS.values() for f in fields} <= names  # no stale field names
     assert {p.method for p in PRESETS.values()} <= set(METHOD_FIELDS)  # every preset's method has a view
-    view = config_view(resolve_config("unsup-simcse-ci"))
+    view = config_view(resolve_config("unsup-simcse-tiny"))
     # the issue's example: a SimCSE run shows none of DiffCSE's, ESimCSE's or NGCSE's fields
     assert not {"generator", "queue_size", "margins", "hard_negative_weight"} & set(view)
     assert {"method", "model", "temperature", "dropout", "batch_size", "learning_rate"} <= set(view)
@@ -436,9 +443,17 @@ def test_config_view_shows_the_generic_fields_and_only_the_methods_own():
     assert "masking_ratio" in config_view(resolve_config("diffcse-ci")) and "margins" in config_view(
         resolve_config("ngcse-ci"))
     with pytest.raises(ValueError, match="method='nope'"):  # refused before any view is drawn
-        config_view(dataclasses.replace(resolve_config("unsup-simcse-ci"), method="nope"))
+        config_view(dataclasses.replace(resolve_config("unsup-simcse-tiny"), method="nope"))
 
 
 def test_eval_data_name_is_what_a_reader_calls_it():
-    assert resolve_config("unsup-simcse-ci").eval_data_name == "the shipped scored pairs (data/sts_sample.tsv)"
+    assert resolve_config("unsup-simcse-tiny").eval_data_name == "the shipped scored pairs (data/sts_sample.tsv)"
     assert PRESETS["unsup-simcse-bert-base"].eval_data_name == "STS-B dev"
+
+
+def test_eval_max_pairs_is_validated():
+    assert resolve_config("unsup-simcse-ci").eval_max_pairs == 500
+    with pytest.raises(ValueError, match="eval_max_pairs=1"):
+        resolve_config("unsup-simcse-tiny", eval_max_pairs=1)
+    with pytest.raises(ValueError, match="eval_data='dev'"):
+        resolve_config("unsup-simcse-tiny", eval_data="dev")

@@ -1186,3 +1186,20 @@ def test_training_text_prefers_real_data_then_the_shipped_files(tmp_path):
     assert training_text("nli", tmp_path)[0] == COURSE_DATA_DIR / "toy_nli.csv"
     with pytest.raises(ValueError, match="choose one of"):
         training_text("docs", tmp_path)
+
+
+def test_scored_pairs_subset_is_fixed_random_and_in_order():
+    import numpy as np
+
+    from cselab.data import ScoredPairs
+
+    pairs = ScoredPairs([f"a{i}" for i in range(50)], [f"b{i}" for i in range(50)], np.arange(50.0), "toy")
+    sub = pairs.subset(10)
+    keep = np.sort(np.random.default_rng(0).choice(50, size=10, replace=False))  # the documented draw
+    assert sub.sentences1 == [f"a{i}" for i in keep] and sub.scores.tolist() == keep.tolist()
+    assert sub.sentences2 == [f"b{i}" for i in keep] and sub.source == "toy (10-pair subset)"
+    assert pairs.subset(10).scores.tolist() == sub.scores.tolist() and pairs.subset(10, seed=1).scores.tolist() != \
+        sub.scores.tolist()
+    assert pairs.subset(50) is pairs and pairs.subset(99) is pairs
+    with pytest.raises(ValueError, match="at least 2"):
+        pairs.subset(1)

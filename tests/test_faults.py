@@ -76,7 +76,7 @@ pytestmark = pytest.mark.usefixtures("datasets_cache")  # conftest.py: a cache p
 
 
 def config():
-    return resolve_config("unsup-simcse-ci", **SETTINGS)
+    return resolve_config("unsup-simcse-tiny", **SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ KILL_SCRIPT = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
 
     T.build_method, C.save_file = build, save_file
-    T.train(resolve_config("unsup-simcse-ci", **settings), out, progress=False)
+    T.train(resolve_config("unsup-simcse-tiny", **settings), out, progress=False)
 """)
 
 
@@ -226,7 +226,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
     out = tmp_path / "run"
     with pytest.raises(T.NonFiniteLossError, match=r"weights became NaN or infinite at step (2|3)"):
-        T.train(resolve_config("unsup-simcse-ci", max_steps=6, save_steps=1, eval_steps=6, log_steps=6), out,
+        T.train(resolve_config("unsup-simcse-tiny", max_steps=6, save_steps=1, eval_steps=6, log_steps=6), out,
                 progress=False)
     assert latest_checkpoint(out).name == "ckpt-1"
 

@@ -445,7 +445,7 @@ def test_trains_with_the_generic_trainer(tmp_path, monkeypatch, pooler_type):
         writer.writerow(["sentence", "level5", "level4", "level3"])
         writer.writerows(GROUPS)
         writer.writerows([[s, "", "", ""] for s in OTHERS])
-    config = resolve_config("sup-simcse-ci", train_file=str(data), batch_size=4, max_steps=2, eval_steps=2,
+    config = resolve_config("sup-simcse-tiny", train_file=str(data), batch_size=4, max_steps=2, eval_steps=2,
                             save_steps=2, log_steps=1, learning_rate=1e-3)
     encoder = SentenceEncoder.from_pretrained("cselab/tiny", pooling="cls_before_pooler", seed=0)
     method = NGCSE(encoder, pooler_type=pooler_type)

@@ -370,7 +370,7 @@ def test_mlp_is_random_normal_002_with_zero_bias():
 
 def test_mlp_is_not_the_pretrained_pooler():
     encoder = _encoder(torch.float32)
-    head = build_method(resolve_config("unsup-simcse-ci", pooler_type="cls"), encoder)
+    head = build_method(resolve_config("unsup-simcse-tiny", pooler_type="cls"), encoder)
     assert not torch.equal(head.mlp[0].weight, encoder.model.pooler.dense.weight)
     assert all(p is not q for p in head.parameters() for q in encoder.model.parameters())
 
@@ -413,18 +413,18 @@ def test_columns_per_variant():
 
 def test_build_method_from_configs():
     encoder = _encoder(torch.float32)
-    unsup = build_method(resolve_config("unsup-simcse-ci", temperature=0.1, pooler_type="cls"), encoder)
+    unsup = build_method(resolve_config("unsup-simcse-tiny", temperature=0.1, pooler_type="cls"), encoder)
     assert isinstance(unsup, SimCSE) and not unsup.supervised
     assert unsup.temperature == 0.1 and unsup.columns == ("sent0",)
     assert unsup.mlp[0].in_features == unsup.mlp[0].out_features == encoder.model.config.hidden_size
-    sup = build_method(resolve_config("sup-simcse-ci", hard_negative_weight=math.log(2.0), pooler_type="cls"),
+    sup = build_method(resolve_config("sup-simcse-tiny", hard_negative_weight=math.log(2.0), pooler_type="cls"),
                       encoder)
     assert isinstance(sup, SimCSE) and sup.supervised
     assert sup.temperature == 0.05 and sup.hard_negative_weight == math.log(2.0)
     assert sup.columns == ("sent0", "sent1", "hard_neg")
     # the MLP's std follows the encoder config's initializer_range
     encoder.model.config.initializer_range = 0.2
-    wide = build_method(resolve_config("sup-simcse-ci", pooler_type="cls"), encoder)
+    wide = build_method(resolve_config("sup-simcse-tiny", pooler_type="cls"), encoder)
     assert wide.mlp[0].weight.std().item() == pytest.approx(0.2, rel=0.1)
 
 

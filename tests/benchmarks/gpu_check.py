@@ -2,7 +2,7 @@
 
 1. ``collate`` puts batches in page-locked memory and copies them without blocking; the tensors equal
    the CPU ones.
-2. The ``unsup-simcse-ci`` preset (tiny encoder, shipped data, 32 steps) on CUDA in fp32 without
+2. The ``unsup-simcse-tiny`` preset (tiny encoder, shipped data, 32 steps) on CUDA in fp32 without
    dropout gives the CPU run's losses (other kernels, same arithmetic; with dropout the masks differ,
    CUDA and CPU have separate generators); in bf16 autocast a finite loss and a score gain, with
    ``length_bucketing`` and ``compile`` too.
@@ -27,7 +27,7 @@ def run(preset_values: dict, out: Path) -> dict:
     from cselab.configs import resolve_config
     from cselab.train import train
 
-    config = resolve_config("unsup-simcse-ci", **{"max_steps": 32, "eval_steps": 32, "save_steps": 32, "log_steps": 1,
+    config = resolve_config("unsup-simcse-tiny", **{"max_steps": 32, "eval_steps": 32, "save_steps": 32, "log_steps": 1,
                                                   **preset_values})
     start = time.perf_counter()
     result = train(config, out, progress=False)
