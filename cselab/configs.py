@@ -15,9 +15,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .encoders import SMOLLM2_PRESET, TINY_PRESET
+from .methods.base import REGISTRY
 from .methods.simcse import POOLER_TYPES
 
 COURSE_DATA = Path(__file__).resolve().parents[1] / "data"
+# the course's methods; cselab.methods.REGISTRY may hold more (registered by the user)
 METHODS = ("unsup-simcse", "sup-simcse", "esimcse", "diffcse", "declutr", "ngcse")
 MASK_POOLER = "mask"  # PromptBERT [MASK] pooling: NGCSE only (cselab.methods.ngcse)
 LR_SCHEDULES = ("linear", "slanted_triangular")
@@ -188,8 +190,8 @@ class TrainConfig:
                 problems.append(f"margins={self.margins} (must be one or more finite values >= 0)")
         else:
             problems.append(f"margins={margins!r} (must be a tuple of numbers, e.g. (0.005, 0.05))")
-        if self.method not in METHODS:
-            problems.append(f"method={self.method!r} (choose one of {list(METHODS)})")
+        if self.method not in REGISTRY:  # the methods registered by cselab.methods (and any the user adds)
+            problems.append(f"method={self.method!r} (choose one of {list(REGISTRY)})")
         for name in ("batch_size", "epochs", "eval_steps", "save_steps", "log_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")

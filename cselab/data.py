@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -80,8 +81,9 @@ class ScoredPairs:
         if n >= len(self):
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        source = re.sub(r" \(\d+-pair subset\)$", "", self.source)  # a subset of a subset names the final size
         return ScoredPairs([self.sentences1[i] for i in keep], [self.sentences2[i] for i in keep],
-                           self.scores[keep], f"{self.source} ({n}-pair subset)")
+                           self.scores[keep], f"{source} ({n}-pair subset)")
 
 
 @dataclass

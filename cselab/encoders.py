@@ -204,10 +204,10 @@ def smollm2_blocks(blocks: int = 2, cache: str | os.PathLike | None = None) -> P
     from .llm_backends import _quiet_loading, resolve_chat_model
 
     source, gguf, label = resolve_chat_model("smollm2-135m-instruct")
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf, trust_remote_code=False)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     with _quiet_loading(True):
-        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf).model
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, trust_remote_code=False).model
     settings = model.config.to_dict()
     settings.pop("quantization_config", None)  # the weights are de-quantised: save them as plain float32
     settings.update(num_hidden_layers=blocks, torch_dtype="float32",

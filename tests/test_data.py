@@ -1201,5 +1201,6 @@ def test_scored_pairs_subset_is_fixed_random_and_in_order():
     assert pairs.subset(10).scores.tolist() == sub.scores.tolist() and pairs.subset(10, seed=1).scores.tolist() != \
         sub.scores.tolist()
     assert pairs.subset(50) is pairs and pairs.subset(99) is pairs
+    assert sub.subset(4).source == "toy (4-pair subset)"
     with pytest.raises(ValueError, match="at least 2"):
         pairs.subset(1)

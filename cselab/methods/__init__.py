@@ -1,11 +1,16 @@
 """Contrastive methods. A method = how its views are built + its loss; see ``simcse.py``.
 
+Each method module registers a builder under the method's name (:func:`cselab.methods.base.register`);
 ``build_method(config, encoder)`` returns the training head for a :class:`cselab.configs.TrainConfig`.
-A method module provides ``columns`` (training-data columns it reads), ``loss(encoder, rows)``
-and ``eval_encoder(encoder)``; the trainer, encoder and evaluator stay generic.
+A method provides ``columns`` (training-data columns it reads), ``loss(encoder, rows)`` and
+``eval_encoder(encoder)``; the trainer, encoder and evaluator stay generic. A new method is one new
+module with a registered builder (``tests/test_method_registry.py`` adds one in a test).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
+from .base import REGISTRY, build_method, method_names, register
 from .declutr import DeCLUTR, MLMHead, load_mlm_head
 from .diffcse import DiffCSE, load_generator
 from .esimcse import ESimCSE
@@ -13,16 +18,20 @@ from .ngcse import LEVEL_COLUMNS, NGCSE
 from .simcse import SimCSE
 
 
-# The TrainConfig fields each method reads beyond the generic ones (the others' fields are ignored).
-METHOD_FIELDS: dict[str, tuple[str, ...]] = {
-    "unsup-simcse": (),
-    "sup-simcse": ("hard_negative_weight",),
-    "esimcse": ("dup_rate", "queue_size", "momentum", "momentum_init"),
-    "diffcse": ("generator", "lambda_weight", "masking_ratio", "batchnorm", "rtd_include_padding"),
-    "declutr": ("num_anchors", "num_positives", "min_span_length", "max_span_length", "span_sampling",
-                "scale_spans", "masking_ratio", "mlm_weight"),
-    "ngcse": ("margins", "beta", "positive_index", "freeze_embeddings", "pair_template", "aigen_batch_size"),
-}
+class _MethodFields(Mapping):
+    """Method name -> the TrainConfig fields it reads beyond the generic ones, live from the registry."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        return REGISTRY[name].fields
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+METHOD_FIELDS: Mapping[str, tuple[str, ...]] = _MethodFields()
 # Speed options: shown only when set, since they change the run's speed, not what it learns.
 SPEED_FIELDS = ("length_bucketing", "compile", "static_shapes", "compile_mode", "scale_fix")
 
@@ -42,40 +51,5 @@ def config_view(config) -> dict:
     return {**generic, **{k: values[k] for k in METHOD_FIELDS[config.method]}}
 
 
-def build_method(config, encoder):
-    hidden = encoder.model.config.hidden_size
-    init = getattr(encoder.model.config, "initializer_range", 0.02)
-    if config.method == "unsup-simcse":
-        return SimCSE(hidden, supervised=False, temperature=config.temperature, initializer_range=init,
-                      pooler_type=config.pooler_type)
-    if config.method == "sup-simcse":
-        return SimCSE(hidden, supervised=True, temperature=config.temperature,
-                      hard_negative_weight=config.hard_negative_weight, initializer_range=init,
-                      pooler_type=config.pooler_type)
-    if config.method == "esimcse":
-        return ESimCSE(encoder, temperature=config.temperature, dup_rate=config.dup_rate,
-                       queue_size=config.queue_size, momentum=config.momentum, momentum_init=config.momentum_init,
-                       seed=config.seed, pooler_type=config.pooler_type, initializer_range=init)
-    if config.method == "diffcse":
-        generator = load_generator(config.generator, encoder)
-        return DiffCSE(encoder, generator, temperature=config.temperature, lambda_weight=config.lambda_weight,
-                       masking_ratio=config.masking_ratio, batchnorm=config.batchnorm,
-                       pooler_type=config.pooler_type, rtd_include_padding=config.rtd_include_padding,
-                       initializer_range=init)
-    if config.method == "declutr":
-        return DeCLUTR(encoder, load_mlm_head(config.model, encoder), temperature=config.temperature,
-                       num_anchors=config.num_anchors, num_positives=config.num_positives,
-                       min_span_length=config.min_span_length, max_span_length=config.max_span_length,
-                       sampling=config.span_sampling, scale_spans=config.scale_spans,
-                       mlm_probability=config.masking_ratio, mlm_weight=config.mlm_weight,
-                       max_length=config.max_length, seed=config.seed)
-    if config.method == "ngcse":  # the levels narrow to those of the training data (NGCSE.prepare_dataset)
-        return NGCSE(encoder, levels=LEVEL_COLUMNS, temperature=config.temperature, margins=config.margins,
-                     beta=config.beta, positive_index=config.positive_index, pooler_type=config.pooler_type,
-                     freeze_embeddings=config.freeze_embeddings, pair_template=config.pair_template,
-                     aigen_batch_size=config.aigen_batch_size)
-    raise ValueError(f"Unknown method {config.method!r}.")
-
-
-__all__ = ["DeCLUTR", "DiffCSE", "ESimCSE", "METHOD_FIELDS", "MLMHead", "NGCSE", "SPEED_FIELDS", "SimCSE",
-           "build_method", "config_view", "load_generator", "load_mlm_head"]
+__all__ = ["DeCLUTR", "DiffCSE", "ESimCSE", "METHOD_FIELDS", "MLMHead", "NGCSE", "REGISTRY", "SPEED_FIELDS", "SimCSE",
+           "build_method", "config_view", "load_generator", "load_mlm_head", "method_names", "register"]

@@ -47,6 +47,7 @@ from ..augment import mask_tokens, sample_spans
 from ..distributed import gather_with_grad, rank
 from ..encoders import TINY_PRESET, SentenceEncoder, masked_mean
 from ..losses import info_nce
+from .base import register
 
 
 class MLMHead(nn.Module):
@@ -274,3 +275,14 @@ class DeCLUTR(nn.Module):
     def eval_encoder(self, encoder: SentenceEncoder) -> SentenceEncoder:
         """Mean pooling, no head: the same embedding as in training."""
         return SentenceEncoder(encoder.model, encoder.tokenizer, "avg", name=encoder.name)
+
+
+@register("declutr", fields=("num_anchors", "num_positives", "min_span_length", "max_span_length", "span_sampling",
+                             "scale_spans", "masking_ratio", "mlm_weight"))
+def build_declutr(config, encoder: SentenceEncoder) -> DeCLUTR:
+    return DeCLUTR(encoder, load_mlm_head(config.model, encoder), temperature=config.temperature,
+                   num_anchors=config.num_anchors, num_positives=config.num_positives,
+                   min_span_length=config.min_span_length, max_span_length=config.max_span_length,
+                   sampling=config.span_sampling, scale_spans=config.scale_spans,
+                   mlm_probability=config.masking_ratio, mlm_weight=config.mlm_weight,
+                   max_length=config.max_length, seed=config.seed)

@@ -42,6 +42,7 @@ from ..augment import mask_tokens
 from ..distributed import gather_with_grad
 from ..encoders import SentenceEncoder
 from ..losses import info_nce, replaced_token_detection_loss
+from .base import initializer_range, register
 from .simcse import POOLER_TYPES, forward_and_pool, simcse_mlp
 
 
@@ -240,3 +241,11 @@ class DiffCSE(nn.Module):
         """Evaluation without the projector: raw [CLS] (``cls_before_pooler``) or the pooler itself."""
         pooling = "cls_before_pooler" if self.pooler_type == "cls" else self.pooler_type
         return SentenceEncoder(encoder.model, encoder.tokenizer, pooling, name=encoder.name)
+
+
+@register("diffcse", fields=("generator", "lambda_weight", "masking_ratio", "batchnorm", "rtd_include_padding"))
+def build_diffcse(config, encoder: SentenceEncoder) -> DiffCSE:
+    return DiffCSE(encoder, load_generator(config.generator, encoder), temperature=config.temperature,
+                   lambda_weight=config.lambda_weight, masking_ratio=config.masking_ratio, batchnorm=config.batchnorm,
+                   pooler_type=config.pooler_type, rtd_include_padding=config.rtd_include_padding,
+                   initializer_range=initializer_range(encoder))

@@ -32,6 +32,7 @@ from ..distributed import gather_with_grad
 from ..encoders import SentenceEncoder
 from ..losses import info_nce
 from ..memory import EmbeddingQueue, MomentumEncoder
+from .base import initializer_range, register
 from .simcse import SimCSE, forward_and_pool
 
 
@@ -100,3 +101,10 @@ class ESimCSE(SimCSE):
             self.momentum_encoder.update(encoder.model)
             self.queue.enqueue(self.momentum_embed(encoder, rows["sent0"]))  # used from the next step on
         return loss
+
+
+@register("esimcse", fields=("dup_rate", "queue_size", "momentum", "momentum_init"))
+def build_esimcse(config, encoder: SentenceEncoder) -> ESimCSE:
+    return ESimCSE(encoder, temperature=config.temperature, dup_rate=config.dup_rate, queue_size=config.queue_size,
+                   momentum=config.momentum, momentum_init=config.momentum_init, seed=config.seed,
+                   pooler_type=config.pooler_type, initializer_range=initializer_range(encoder))

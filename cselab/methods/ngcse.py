@@ -65,6 +65,7 @@ from torch import nn
 from .. import distributed as dist_utils
 from ..encoders import PromptEncoder, PromptTemplate, SentenceEncoder, mask_pool
 from ..losses import hierarchical_triplet_loss, info_nce
+from .base import register
 from .simcse import POOLER_TYPES, forward_and_pool
 
 LEVEL_COLUMNS = ("level5", "level4", "level3")  # NGCSE's keys '5', '4', '3' (STS pattern)
@@ -325,6 +326,16 @@ def freeze_embedding_layer(encoder: SentenceEncoder) -> list[str]:
         param.requires_grad_(False)
         names.append(f"embeddings.{name}")
     return names
+
+
+@register("ngcse", fields=("margins", "beta", "positive_index", "freeze_embeddings", "pair_template",
+                           "aigen_batch_size"))
+def build_ngcse(config, encoder: SentenceEncoder) -> NGCSE:
+    """The levels narrow to those of the training data (:meth:`NGCSE.prepare_dataset`)."""
+    return NGCSE(encoder, levels=LEVEL_COLUMNS, temperature=config.temperature, margins=config.margins,
+                 beta=config.beta, positive_index=config.positive_index, pooler_type=config.pooler_type,
+                 freeze_embeddings=config.freeze_embeddings, pair_template=config.pair_template,
+                 aigen_batch_size=config.aigen_batch_size)
 
 
 __all__ = ["LEVEL_COLUMNS", "NGCSE", "NGCSE_POOLER_TYPES", "NLI_LEVEL_COLUMNS", "default_positive_index",

@@ -29,6 +29,7 @@ from torch import nn
 from ..distributed import gather_with_grad
 from ..encoders import SentenceEncoder, pool
 from ..losses import info_nce
+from .base import initializer_range, register
 
 
 def simcse_mlp(hidden_size: int, initializer_range: float = 0.02) -> nn.Sequential:
@@ -111,3 +112,18 @@ class SimCSE(nn.Module):
         if self.supervised:
             return SentenceEncoder(encoder.model, encoder.tokenizer, "cls", projector=self.mlp, name=encoder.name)
         return SentenceEncoder(encoder.model, encoder.tokenizer, "cls_before_pooler", name=encoder.name)
+
+
+@register("unsup-simcse")
+def build_unsup_simcse(config, encoder: SentenceEncoder) -> SimCSE:
+    """Unsupervised SimCSE (§3): two dropout views of each sentence."""
+    return SimCSE(encoder.model.config.hidden_size, supervised=False, temperature=config.temperature,
+                  initializer_range=initializer_range(encoder), pooler_type=config.pooler_type)
+
+
+@register("sup-simcse", fields=("hard_negative_weight",))
+def build_sup_simcse(config, encoder: SentenceEncoder) -> SimCSE:
+    """Supervised SimCSE (§4): NLI entailments as positives, contradictions as hard negatives."""
+    return SimCSE(encoder.model.config.hidden_size, supervised=True, temperature=config.temperature,
+                  hard_negative_weight=config.hard_negative_weight, initializer_range=initializer_range(encoder),
+                  pooler_type=config.pooler_type)
