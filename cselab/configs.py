@@ -19,8 +19,6 @@ from .methods.base import REGISTRY
 from .methods.simcse import POOLER_TYPES
 
 COURSE_DATA = Path(__file__).resolve().parents[1] / "data"
-# the course's methods; cselab.methods.REGISTRY may hold more (registered by the user)
-METHODS = ("unsup-simcse", "sup-simcse", "esimcse", "diffcse", "declutr", "ngcse")
 MASK_POOLER = "mask"  # PromptBERT [MASK] pooling: NGCSE only (cselab.methods.ngcse)
 LR_SCHEDULES = ("linear", "slanted_triangular")
 SPAN_SAMPLINGS = (None, "subsuming", "adjacent")
