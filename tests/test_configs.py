@@ -267,7 +267,7 @@ def test_declutr_presets_have_the_official_hyperparameters(name, model):
 
 
 def test_declutr_ci_and_laptop_are_offline_variants():
-    ci, laptop = PRESETS["declutr-ci"], PRESETS["declutr-laptop"]
+    ci, laptop = PRESETS["declutr-tiny"], PRESETS["declutr-laptop"]
     assert ci.model == "cselab/tiny" and Path(ci.train_file).name == "toy_docs.jsonl" and ci.device == "cpu"
     assert Path(ci.train_file).resolve().parent == (REPO / "data").resolve()
     assert ci.scale_spans and laptop.scale_spans and laptop.train_file == "wikitext-docs"
@@ -324,7 +324,7 @@ def test_ngcse_registry_entries_point_at_the_hybrid_data_set():
 
 
 def test_ngcse_ci_and_laptop_variants():
-    ci, laptop = PRESETS["ngcse-ci"], PRESETS["ngcse-laptop"]
+    ci, laptop = PRESETS["ngcse-tiny"], PRESETS["ngcse-laptop"]
     for config in (ci, laptop):  # NLI.STS_HT's method settings; only model, data, budget (and ci's pooler) change
         assert (config.method, config.temperature, config.beta, config.margins) == ("ngcse", 0.05, 1.0, (0.005, 0.1))
         assert (config.freeze_embeddings, config.max_length) == (True, 32)
@@ -345,22 +345,22 @@ def test_ngcse_ci_and_laptop_variants():
                                         ("(1e-3, 1e-2)", (0.001, 0.01)), ("[0.2]", (0.2,)), ("0", (0.0,))])
 def test_margins_override_parses_a_comma_separated_list(text, value):
     for overrides in ({"margins": text}, [f"margins={text}"]):
-        config = resolve_config("ngcse-ci", overrides)
+        config = resolve_config("ngcse-tiny", overrides)
         assert config.margins == value and type(config.margins) is tuple
         assert all(type(m) is float for m in config.margins)
 
 
 def test_ngcse_text_overrides():
-    config = resolve_config("ngcse-ci", ["beta=0.5", "positive_index=2", "freeze_embeddings=no",
+    config = resolve_config("ngcse-tiny", ["beta=0.5", "positive_index=2", "freeze_embeddings=no",
                                          "pair_template=false", "pooler_type=cls"])
     assert (config.beta, config.positive_index) == (0.5, 2)
     assert (config.freeze_embeddings, config.pair_template) == (False, False)
     assert config.pooler_type == "cls" and config.eval_pooling == "cls_before_pooler"
-    assert resolve_config("ngcse-ci", {"positive_index": "none"}).positive_index is None
+    assert resolve_config("ngcse-tiny", {"positive_index": "none"}).positive_index is None
 
 
 def test_margins_keyword_list_becomes_a_tuple():
-    config = resolve_config("ngcse-ci", margins=[0.01, 1])
+    config = resolve_config("ngcse-tiny", margins=[0.01, 1])
     assert config.margins == (0.01, 1.0) and type(config.margins) is tuple
     hash(config)  # still a frozen, hashable value
 
@@ -384,24 +384,24 @@ def test_margins_keyword_list_becomes_a_tuple():
 ])
 def test_bad_ngcse_values_are_rejected_naming_the_key(key, text):
     with pytest.raises(ValueError, match=key):
-        resolve_config("ngcse-ci", {key: text})
+        resolve_config("ngcse-tiny", {key: text})
 
 
 @pytest.mark.parametrize("value", ["0.1", (), [0.1, "x"], (True,), 0.1])
 def test_bad_margins_keyword_is_rejected_naming_the_key(value):
     with pytest.raises(ValueError, match="margins"):
-        resolve_config("ngcse-ci", margins=value)
+        resolve_config("ngcse-tiny", margins=value)
 
 
 @pytest.mark.parametrize("method", ["unsup-simcse", "sup-simcse", "esimcse", "diffcse"])
 def test_mask_pooling_is_only_for_ngcse(method):
     with pytest.raises(ValueError, match=r"pooler_type='mask'.*ngcse"):
         resolve_config(f"{method}-ci", pooler_type="mask")
-    assert resolve_config("ngcse-ci", pooler_type="mask").eval_pooling == "mask"
+    assert resolve_config("ngcse-tiny", pooler_type="mask").eval_pooling == "mask"
 
 
 def test_round_trip_keeps_margins_a_tuple():
-    config = resolve_config("ngcse-ci", {"margins": "0.001,0.02,0.3", "positive_index": "1"})
+    config = resolve_config("ngcse-tiny", {"margins": "0.001,0.02,0.3", "positive_index": "1"})
     data = json.loads(config.to_json())
     assert data["margins"] == [0.001, 0.02, 0.3]  # JSON has no tuples
     back = config_from_dict(data)
@@ -438,10 +438,10 @@ def test_config_view_shows_the_generic_fields_and_only_the_methods_own():
     assert {"method", "model", "temperature", "dropout", "batch_size", "learning_rate"} <= set(view)
     assert not set(SPEED_FIELDS) & set(view)  # speed options at their defaults stay hidden
     assert view["temperature"] == 0.05 and list(view)[0] == "method"
-    es = config_view(resolve_config("esimcse-ci", compile=True))
+    es = config_view(resolve_config("esimcse-tiny", compile=True))
     assert list(es)[-4:] == ["dup_rate", "queue_size", "momentum", "momentum_init"] and es["compile"] is True
-    assert "masking_ratio" in config_view(resolve_config("diffcse-ci")) and "margins" in config_view(
-        resolve_config("ngcse-ci"))
+    assert "masking_ratio" in config_view(resolve_config("diffcse-tiny")) and "margins" in config_view(
+        resolve_config("ngcse-tiny"))
     with pytest.raises(ValueError, match="method='nope'"):  # refused before any view is drawn
         config_view(dataclasses.replace(resolve_config("unsup-simcse-tiny"), method="nope"))
 

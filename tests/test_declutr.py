@@ -147,7 +147,30 @@ def test_mlm_weight_scales_only_the_mlm_part(encoder):
         parts[weight] = (total.item(), method.last_stats["contrastive"].item(), method.last_stats["mlm"].item())
     con, mlm = parts[1.0][1], parts[1.0][2]
     assert parts[0.25][0] == pytest.approx(con + 0.25 * mlm, abs=1e-9)
-    assert parts[0.0][0] == pytest.approx(con, abs=1e-9) and parts[0.0][2] == 0.0
+    assert parts[0.0][0] == pytest.approx(parts[0.0][1], abs=1e-9) and parts[0.0][2] == 0.0
+
+
+def test_contrastive_only_leaves_the_anchors_unmasked(encoder):
+    """mlm_weight=0 is contrastive_only.jsonnet: no masking, so the loss is NT-Xent over the plain spans."""
+    docs = documents(encoder)
+    method = make_method(encoder, mlm_weight=0.0)
+    torch.manual_seed(5)
+    total = method.loss(encoder, {"text": docs})
+    assert method.last_stats["masked_tokens"].item() == 0
+    method.draws.zero_()  # the same spans again, encoded by hand without any masking
+    anchors, positives = method.spans(docs, None)
+    batch = encoder.collate(method._inputs(encoder.tokenizer, anchors) + method._inputs(encoder.tokenizer, positives))
+    torch.manual_seed(5)
+    hidden = encoder.model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    n = len(anchors)
+    a, p = pooled[:n], pooled[n:].view(n, method.num_positives, -1).mean(1)
+    z = F.normalize(torch.cat([a, p]), dim=-1)
+    sim = z @ z.T / method.temperature  # (2N, 2N)
+    sim.fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    assert total.item() == pytest.approx(F.cross_entropy(sim, target).item(), rel=1e-5)
 
 
 def test_gradients_reach_encoder_and_head(encoder):

@@ -226,19 +226,77 @@ def test_presets_have_the_official_values():
     assert (c.lambda_weight, c.masking_ratio, c.batchnorm, c.temperature, c.max_length) == (0.005, 0.30, True, 0.05, 32)
     assert (c.pooler_type, c.eval_pooling, c.rtd_include_padding) == ("cls", "cls_before_pooler", True)
     assert PRESETS["diffcse-roberta-base"].generator == "distilroberta-base"
-    assert PRESETS["diffcse-ci"].generator == "cselab/tiny-mlm"
+    assert PRESETS["diffcse-tiny"].generator == "cselab/tiny-mlm"
 
 
 @pytest.mark.parametrize("key,value", [("masking_ratio", "0"), ("masking_ratio", "1.2"), ("lambda_weight", "-1"),
                                        ("lambda_weight", "inf")])
 def test_bad_values_fail_before_any_work(key, value):
     with pytest.raises(ValueError, match=key):
-        resolve_config("diffcse-ci", {key: value})
+        resolve_config("diffcse-tiny", {key: value})
 
 
 def test_build_method_passes_the_config():
     model, tok = tiny_bert(0)
-    head = build_method(resolve_config("diffcse-ci", lambda_weight=0.1, masking_ratio=0.2, batchnorm=False),
+    head = build_method(resolve_config("diffcse-tiny", lambda_weight=0.1, masking_ratio=0.2, batchnorm=False),
                         SentenceEncoder(model, tok, "cls"))
     assert isinstance(head, DiffCSE)
     assert (head.lambda_weight, head.masking_ratio, head.mlp) == (0.1, 0.2, None)  # ci: avg pooler, no projector
+
+
+# ----------------------------------------------------------------------------- the causal generator (ci encoder)
+def _tiny_llama_lm():
+    """A random 2-layer causal LM over the tiny vocabulary (same ids as tiny_bert's tokenizer)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_bert(0)[1]
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        return LlamaForCausalLM(config).eval(), tok
+
+
+def test_causal_generator_replaces_selected_tokens_by_the_greedy_next_token_of_the_prefix():
+    lm, tok = _tiny_llama_lm()
+    batch = tok(SENTENCES + SENTENCES[:2], padding=True, return_tensors="pt")  # the last two rows repeat
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    torch.manual_seed(0)
+    generated = diffcse_module.CausalGenerator(lm).edits(ids, mask, tok, 0.5)
+    special = set(tok.all_special_ids)
+    changed = 0
+    for r in range(len(ids)):
+        for c in range(ids.shape[1]):
+            if generated[r, c] == ids[r, c]:
+                continue
+            changed += 1
+            assert c > 0 and mask[r, c] == 1 and mask[r, c - 1] == 1 and int(ids[r, c]) not in special
+            with torch.no_grad():  # the prefix alone, without padding: the LM's argmax after it
+                expected = lm(input_ids=ids[r:r + 1, :c]).logits[0, -1].argmax()
+            assert generated[r, c] == expected
+    assert changed > 5
+    # which positions are drawn follows the global RNG: the same seed gives the same edits
+    torch.manual_seed(0)
+    assert torch.equal(diffcse_module.CausalGenerator(lm).edits(ids, mask, tok, 0.5), generated)
+
+
+def test_diffcse_with_a_causal_generator_on_a_decoder_encoder_conditions_position_0(monkeypatch):
+    from transformers import LlamaModel
+
+    lm, tok = _tiny_llama_lm()
+    decoder = LlamaModel(lm.config).train()
+    encoder = SentenceEncoder(decoder, tok, "avg")
+    head = DiffCSE(encoder, diffcse_module.CausalGenerator(lm), pooler_type="avg", lambda_weight=1.0)
+    batch = tok(SENTENCES[:3], padding=True, return_tensors="pt")
+    h = torch.randn(3, lm.config.hidden_size)
+    head.discriminator.eval()
+    logits = head.discriminate(batch["input_ids"], batch["attention_mask"], h)
+    embeds = head.discriminator.get_input_embeddings()(batch["input_ids"]).clone()
+    embeds[:, 0] = h  # by hand: the first input embedding is h, the rest the tokens'
+    hidden = head.discriminator(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+    assert torch.allclose(logits, head.electra_head(hidden), atol=1e-6)
+    head.discriminator.train()
+    loss = head.loss(encoder, {"sent0": tok(SENTENCES)["input_ids"]})
+    loss.backward()
+    assert torch.isfinite(loss) and decoder.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    assert 0 < float(head.last_stats["replaced_fraction"]) < 1

@@ -201,19 +201,19 @@ def test_presets_have_the_official_run_sh_values():
         assert (c.dup_rate, c.queue_size, c.momentum, c.dropout) == (rate, 160, 0.995, 0.1)
         assert c.momentum_init == "random"  # what the official code does (reference §5.2)
         assert (c.pooler_type, c.eval_pooling, c.eval_steps, c.train_file) == ("cls", "cls_before_pooler", 125, "wiki1m")
-    assert PRESETS["esimcse-ci"].model == "cselab/tiny"
+    assert PRESETS["esimcse-tiny"].model == "cselab/tiny"
 
 
 @pytest.mark.parametrize("key,value", [("queue_size", "-1"), ("dup_rate", "1.5"), ("dup_rate", "nan"),
                                        ("momentum", "2"), ("momentum_init", "zeros")])
 def test_bad_values_fail_before_any_work(key, value):
     with pytest.raises(ValueError, match=key):
-        resolve_config("esimcse-ci", {key: value})
+        resolve_config("esimcse-tiny", {key: value})
 
 
 def test_build_method_passes_the_config():
     encoder = _encoder(torch.float32)
-    head = build_method(resolve_config("esimcse-ci", queue_size=33, momentum=0.5, dup_rate=0.1), encoder)
+    head = build_method(resolve_config("esimcse-tiny", queue_size=33, momentum=0.5, dup_rate=0.1), encoder)
     assert isinstance(head, ESimCSE)
     assert (head.queue.size, head.momentum_encoder.momentum, head.dup_rate) == (33, 0.5, 0.1)
     assert math.isclose(head.temperature, 0.05)
@@ -223,7 +223,7 @@ def test_build_method_passes_the_config():
 # must not be the same draw (found by chapter 05; ESimCSE seeds it with seed + 1)
 def test_random_momentum_init_differs_from_a_random_online_encoder_of_the_same_seed():
     encoder = SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg", seed=0)
-    head = build_method(resolve_config("esimcse-ci", seed=0, momentum_init="random"), encoder)
+    head = build_method(resolve_config("esimcse-tiny", seed=0, momentum_init="random"), encoder)
     online = dict(encoder.model.named_parameters())
     momentum = head.momentum_encoder.model.named_parameters()
     diff = max((p - online[k]).abs().max().item() for k, p in momentum)

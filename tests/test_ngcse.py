@@ -497,7 +497,7 @@ def test_trainer_sends_generated_groups_in_blocks_of_at_least_aigen_batch_size(t
                "4": f"a man plays music {i}", "3": f"a woman sleeps {i}"} for i in range(20)]
     others = [f"the dog runs in the park number {i}" for i in range(60)]
     data = write_training_file(groups, others, tmp_path / "hybrid.jsonl")
-    config = resolve_config("ngcse-ci", train_file=str(data), batch_size=16, aigen_batch_size=8, epochs=2,
+    config = resolve_config("ngcse-tiny", train_file=str(data), batch_size=16, aigen_batch_size=8, epochs=2,
                             eval_steps=100, save_steps=100, log_steps=1)
     seen = []  # (generated groups, rows, HT loss) per step
     real_parts = ngcse_module.NGCSE.parts

@@ -32,6 +32,9 @@ the span's token ids are used directly with the special tokens added, which give
 up to the tokenizer's normalisation. The MLM head uses the encoder's input embedding matrix as
 its output layer (tied, as BERT's and RoBERTa's heads are); its other weights come from the
 pretrained checkpoint when it has them (:func:`load_mlm_head`).
+
+``ci`` on ``cselab/smollm2-2l``: a decoder has no MLM head nor [MASK] token, so that preset runs the
+official contrastive-only ablation (``mlm_weight=0``: no MLM loss, anchors unmasked).
 """
 from __future__ import annotations
 
@@ -154,7 +157,8 @@ class DeCLUTR(nn.Module):
         sampling: positive sampling strategy of :func:`cselab.augment.sample_spans` (None = official).
         scale_spans: shrink the span limits for short documents instead of raising.
         mlm_probability: share of anchor tokens masked for the MLM loss (0.15).
-        mlm_weight: weight of the MLM loss (1; 0 turns it off, the paper's contrastive-only ablation).
+        mlm_weight: weight of the MLM loss (1; 0 turns it off and leaves the anchors unmasked, the
+            official ``contrastive_only.jsonnet`` ablation, and the setting for a decoder without an MLM).
         max_length: longest encoder input, special tokens included (DeCLUTR: 512).
         seed: seed of the span draws.
     """
@@ -252,9 +256,11 @@ class DeCLUTR(nn.Module):
             raise ValueError(f"{len(positives)} positives for {n} anchors; expected {n} * {k}.")
         tokenizer = encoder.tokenizer
         batch = encoder.collate(self._inputs(tokenizer, anchors) + self._inputs(tokenizer, positives))
-        masked, labels = mask_tokens(batch["input_ids"][:n], tokenizer, self.mlm_probability,
-                                     batch["attention_mask"][:n])
-        batch["input_ids"] = torch.cat([masked, batch["input_ids"][n:]])  # only the anchors are masked
+        labels = torch.full_like(batch["input_ids"][:n], -100)  # (N, seq)
+        if self.mlm_weight > 0:  # contrastive_only.jsonnet (weight 0) masks nothing
+            masked, labels = mask_tokens(batch["input_ids"][:n], tokenizer, self.mlm_probability,
+                                         batch["attention_mask"][:n])
+            batch["input_ids"] = torch.cat([masked, batch["input_ids"][n:]])  # only the anchors are masked
         hidden = encoder.model(**batch, return_dict=True).last_hidden_state  # (N + N*k, seq, H)
         pooled = masked_mean(hidden, batch["attention_mask"])  # special tokens included, as official
         anchor_emb = pooled[:n]  # (N, H), from the masked anchors
@@ -280,7 +286,8 @@ class DeCLUTR(nn.Module):
 @register("declutr", fields=("num_anchors", "num_positives", "min_span_length", "max_span_length", "span_sampling",
                              "scale_spans", "masking_ratio", "mlm_weight"))
 def build_declutr(config, encoder: SentenceEncoder) -> DeCLUTR:
-    return DeCLUTR(encoder, load_mlm_head(config.model, encoder), temperature=config.temperature,
+    head = load_mlm_head(config.model, encoder) if config.mlm_weight > 0 else None  # unused at weight 0
+    return DeCLUTR(encoder, head, temperature=config.temperature,
                    num_anchors=config.num_anchors, num_positives=config.num_positives,
                    min_span_length=config.min_span_length, max_span_length=config.max_span_length,
                    sampling=config.span_sampling, scale_spans=config.scale_spans,

@@ -26,6 +26,12 @@ The auxiliary part (§3 of the paper, official ``cl_forward``, reference §6.1):
 
 Loss = contrastive + λ · RTD, λ = ``lambda_weight`` (0.005 for BERT-base).
 
+Departure for the ``ci`` encoder ``cselab/smollm2-2l``: SmolLM2 has no masked LM (nor a [MASK]
+token), so its generator is the whole SmolLM2 as a causal LM (:class:`CausalGenerator`): each
+selected position gets the LM's greedy next token after the *original* prefix, instead of a
+masked LM's fill-in. The discriminator, its position-0 conditioning and the loss are unchanged;
+a left-to-right discriminator still lets every later position read h.
+
 Choices documented: the generator is kept out of the module tree, so it is neither optimised
 nor written into every checkpoint (it is frozen and reloaded by name); with ``pooler_type``
 other than ``cls`` there is no projector (official ``cl_forward``), and ``h`` is the pooled vector.
@@ -79,9 +85,42 @@ def check_same_vocabulary(encoder_tokenizer, generator_tokenizer, generator_name
             f"The generator {generator_name!r} has a different vocabulary from the encoder's ({len(gen)} vs "
             f"{len(enc)} entries; e.g. {differ}). DiffCSE compares token ids, so use a generator with the "
             "encoder's tokenizer: distilbert-base-uncased for bert-base-uncased, distilroberta-base for "
-            "roberta-base, cselab/tiny-mlm for cselab/tiny.")
+            "roberta-base, cselab/tiny-mlm for cselab/tiny, cselab/smollm2-lm for cselab/smollm2-2l.")
 
 
+class CausalGenerator(nn.Module):
+    """A frozen causal LM as DiffCSE's generator (ELECTRA-style edits with a left-to-right LM).
+
+    Each token is selected with probability ``masking_ratio``, never a special token, padding,
+    nor a token with no real token before it; a selected token becomes the LM's greedy
+    (argmax) prediction from the original tokens before it. The prediction depends only on the
+    sentence, so identical rows (SimCSE's two views) share one forward pass.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model  # an AutoModelForCausalLM: .model (decoder) and .lm_head
+
+    @torch.no_grad()
+    def edits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer,
+              ratio: float) -> torch.Tensor:
+        """ids, mask (n, seq) → generated ids (n, seq): the input with the selected tokens replaced."""
+        special = torch.isin(input_ids, torch.tensor(tokenizer.all_special_ids, device=input_ids.device))
+        after_real = nn.functional.pad(attention_mask[:, :-1], (1, 0)) == 1  # a real token precedes
+        selected = (torch.rand(input_ids.shape, device=input_ids.device) < ratio) & ~special
+        selected &= (attention_mask == 1) & after_real
+        rows, inverse = torch.unique(input_ids, dim=0, return_inverse=True)  # (u, seq), (n,)
+        first = torch.full((len(rows),), len(input_ids), device=input_ids.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(len(input_ids), device=input_ids.device), "amin")
+        hidden = self.model.model(input_ids=rows, attention_mask=attention_mask[first]).last_hidden_state
+        row, col = selected.nonzero(as_tuple=True)
+        predicted = self.model.lm_head(hidden[inverse[row], col - 1]).argmax(-1)  # next token after col - 1
+        generated = input_ids.clone()
+        generated[row, col] = predicted
+        return generated
+
+
+SMOLLM2_LM = "cselab/smollm2-lm"
 TINY_MLM = "cselab/tiny-mlm"
 TINY_MLM_DIR = Path(__file__).resolve().parents[2] / "data" / "tiny_mlm"
 
@@ -94,13 +133,22 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
     (``data/tiny_mlm/``, see ``data/README.md``). Anything else is loaded with
     ``AutoModelForMaskedLM`` / ``AutoTokenizer`` from the hub or a local directory
     (DiffCSE: ``distilbert-base-uncased`` for BERT, ``distilroberta-base`` for RoBERTa).
+    ``cselab/smollm2-lm`` is the generator of the ``ci`` encoder ``cselab/smollm2-2l``: all of
+    SmolLM2-135M-Instruct as a :class:`CausalGenerator` (bfloat16, forward only).
 
     Raises:
         ValueError: the generator's vocabulary differs from the encoder's.
     """
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-    if name_or_path == TINY_MLM:
+    if name_or_path == SMOLLM2_LM:
+        from ..encoders import _quiet_transformers_progress, smollm2_lm
+
+        folder = smollm2_lm()
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        with _quiet_transformers_progress():
+            model = CausalGenerator(AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False))
+    elif name_or_path == TINY_MLM:
         from ..encoders import TINY_VOCAB, _wordpiece_tokenizer
 
         if not (TINY_MLM_DIR / "config.json").is_file():
@@ -203,7 +251,11 @@ class DiffCSE(nn.Module):
         def condition(module, inputs, output):  # replace the whole position-0 input embedding by h
             return torch.cat([h.unsqueeze(1).to(output.dtype), output[:, 1:]], dim=1)
 
-        handle = self.discriminator.embeddings.register_forward_hook(condition)
+        # BERT: the embedding layer's output (after LayerNorm and dropout); Llama: the token embeddings
+        embeddings = getattr(self.discriminator, "embeddings", None)
+        if embeddings is None:
+            embeddings = self.discriminator.get_input_embeddings()
+        handle = embeddings.register_forward_hook(condition)
         try:
             hidden = self.discriminator(input_ids=input_ids, attention_mask=attention_mask,
                                         return_dict=True).last_hidden_state  # (n, seq, H)
@@ -220,9 +272,12 @@ class DiffCSE(nn.Module):
         contrastive = info_nce(z1, z2, temperature=self.temperature)
 
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
-        masked, _ = mask_tokens(input_ids, encoder.tokenizer, self.masking_ratio, attention_mask=mask)
-        with torch.no_grad():
-            generated = self.generator(input_ids=masked, attention_mask=mask).logits.argmax(-1)  # (2B, seq)
+        if isinstance(self.generator, CausalGenerator):
+            generated = self.generator.edits(input_ids, mask, encoder.tokenizer, self.masking_ratio)
+        else:
+            masked, _ = mask_tokens(input_ids, encoder.tokenizer, self.masking_ratio, attention_mask=mask)
+            with torch.no_grad():
+                generated = self.generator(input_ids=masked, attention_mask=mask).logits.argmax(-1)  # (2B, seq)
         generated[:, 0] = input_ids[:, 0]  # official: g_pred[:, 0] = cls_token
         replaced = (generated != input_ids).long() * mask
         logits = self.discriminate(generated * mask, mask, h)

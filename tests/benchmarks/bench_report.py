@@ -1,7 +1,7 @@
 """Benchmark report: training-step throughput of the four unsupervised methods, and SimCSE vs sentence-transformers.
 
 For unsup SimCSE, ESimCSE, DiffCSE and DeCLUTR the step is exactly the trainer's: the ``<method>-ci``
-preset (the tiny model; DeCLUTR with its ``declutr-ci`` spans on ``data/toy_docs.jsonl``), the training
+preset (the tiny model; DeCLUTR with its ``declutr-tiny`` spans on ``data/toy_docs.jsonl``), the training
 file tokenised by :func:`cselab.train.load_training_data` and the method's ``prepare_dataset``, rows taken
 in order, then loss, backward, clipping at 1.0 and AdamW. Timed after 3 warm-up steps, best of
 ``--rounds`` interleaved rounds. tokens/s counts the real (non-padding) tokens that went through the
@@ -48,8 +48,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import sync  # noqa: E402
 
-METHODS = {"unsup SimCSE": "unsup-simcse-tiny", "ESimCSE": "esimcse-ci", "DiffCSE": "diffcse-ci",
-           "DeCLUTR": "declutr-ci"}
+METHODS = {"unsup SimCSE": "unsup-simcse-tiny", "ESimCSE": "esimcse-tiny", "DiffCSE": "diffcse-tiny",
+           "DeCLUTR": "declutr-tiny"}
 
 
 def flops_per_step(model_config, n_params_no_embeddings: int, seq_lens: list[int]) -> float:
