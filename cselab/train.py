@@ -494,8 +494,8 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
             rows = dataset[batch if world == 1 else batch[rank * config.batch_size:(rank + 1) * config.batch_size]]
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = method.loss(encoder, rows)
-            if config.scale_fix:
-                loss = loss * world
+            if config.scale_fix and not getattr(method, "handles_scale_fix", False):
+                loss = loss * world  # a head that knows which part of its loss the gather scales does it itself
             (scaler.scale(loss) if scaler else loss).backward()
             if world > 1:
                 for p in modules.parameters():

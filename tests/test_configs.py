@@ -457,3 +457,27 @@ def test_eval_max_pairs_is_validated():
         resolve_config("unsup-simcse-tiny", eval_max_pairs=1)
     with pytest.raises(ValueError, match="eval_data='dev'"):
         resolve_config("unsup-simcse-tiny", eval_data="dev")
+
+
+# ------------------------------------------------------------------ run folders written by earlier versions
+SAVED_CONFIG = Path(__file__).parent / "fixtures" / "train_config_2026-12-02.json"  # TrainConfig.to_json() that day
+
+
+def test_a_train_config_json_of_an_earlier_version_still_loads_and_its_finished_run_is_reused(tmp_path, capsys):
+    """Written by the code of 2026-12-02 for resolve_config("esimcse-ci", seed=3) and committed: a later layout of
+    TrainConfig must still read it, or resume and lecture mode (run_or_load) would retrain finished runs."""
+    import shutil
+
+    from cselab.train import run_or_load
+
+    want = resolve_config("esimcse-ci", seed=3)
+    assert config_from_dict(json.loads(SAVED_CONFIG.read_text("utf-8"))) == want
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(SAVED_CONFIG, run / "train_config.json")
+    (run / "result.json").write_text(json.dumps({"initial_score": 51.0, "best_score": 65.0, "best_step": 40,
+                                                  "final_score": 64.0, "steps": 40, "seconds": 30.0}), "utf-8")
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval_score": 51.0}) + "\n", "utf-8")
+    result = run_or_load(want, run)  # nothing to train: the finished run is loaded
+    assert (result.steps, result.best_score) == (40, 65.0)
+    assert "loaded the finished run" in capsys.readouterr().out

@@ -150,6 +150,24 @@ def test_mlm_weight_scales_only_the_mlm_part(encoder):
     assert parts[0.0][0] == pytest.approx(parts[0.0][1], abs=1e-9) and parts[0.0][2] == 0.0
 
 
+def test_scale_fix_multiplies_only_the_contrastive_loss_by_the_world_size(encoder, monkeypatch):
+    """Official DeCLUTR.forward: under DDP with scale_fix, contrastive * world_size, then + MLM."""
+    import cselab.methods.declutr as declutr_module
+
+    docs = documents(encoder)
+    head = make_method(encoder).mlm_head
+    torch.manual_seed(5)
+    plain = make_method(encoder, mlm_head=head)
+    total = plain.loss(encoder, {"text": docs})
+    con, mlm = plain.last_stats["contrastive"].item(), plain.last_stats["mlm"].item()
+    monkeypatch.setattr(declutr_module, "world_size", lambda: 4)  # as if 4 processes (gathering is a no-op here)
+    torch.manual_seed(5)
+    fixed = make_method(encoder, mlm_head=head, scale_fix=True).loss(encoder, {"text": docs})
+    assert total.item() == pytest.approx(con + mlm, abs=1e-9)
+    assert fixed.item() == pytest.approx(4 * con + mlm, abs=1e-9)
+    assert DeCLUTR.handles_scale_fix  # so the trainer does not scale the whole loss again
+
+
 def test_contrastive_only_leaves_the_anchors_unmasked(encoder):
     """mlm_weight=0 is contrastive_only.jsonnet: no masking, so the loss is NT-Xent over the plain spans."""
     docs = documents(encoder)

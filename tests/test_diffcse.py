@@ -30,7 +30,9 @@ SENTENCES = ["A man is playing a guitar in the park .", "A woman slices an onion
 @pytest.fixture(scope="module")
 def generator():
     model, tok = tiny_bert(0)
-    return load_generator("cselab/tiny-mlm", SentenceEncoder(model, tok, "cls"))
+    gen = load_generator("cselab/tiny-mlm", SentenceEncoder(model, tok, "cls"))
+    set_dropout(gen, 0.0)  # the head puts it in train mode (official); no dropout keeps the comparisons exact
+    return gen
 
 
 def _encoder() -> SentenceEncoder:
@@ -300,3 +302,22 @@ def test_diffcse_with_a_causal_generator_on_a_decoder_encoder_conditions_positio
     loss.backward()
     assert torch.isfinite(loss) and decoder.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
     assert 0 < float(head.last_stats["replaced_fraction"]) < 1
+
+
+def test_projector_linear_layers_start_from_bert_normal_init():
+    torch.manual_seed(0)
+    mlp = ProjectionMLP(256, initializer_range=0.02)
+    for layer in (mlp.net[0], mlp.net[3]):
+        w = layer.weight.detach()
+        assert abs(w.mean().item()) < 1e-3 and w.std().item() == pytest.approx(0.02, rel=0.02)  # 131,072 draws
+    # PyTorch's default (kaiming uniform, bound 1/sqrt(fan_in)) would give std 1/sqrt(3 * 256) = 0.036
+
+
+def test_the_generator_follows_the_heads_train_and_eval_mode(generator):
+    head = DiffCSE(_encoder(), generator)
+    head.train()
+    assert head.generator.training and any(m.training for m in head.generator.modules())
+    head.eval()
+    assert not head.generator.training and not any(m.training for m in head.generator.modules())
+    assert all(not p.requires_grad for p in head.generator.parameters())  # still frozen
+    head.train()

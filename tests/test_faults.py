@@ -119,6 +119,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # kept out of `make test-fast` (seconds of training or subprocesses)
 @pytest.mark.parametrize("kill_step,where", KILLS, ids=[f"step{s}-{w}" for s, w in KILLS])
 def test_kill_9_at_a_random_moment_then_resume_equals_uninterrupted(tmp_path, uninterrupted, kill_step, where):
     out = tmp_path / "killed"

@@ -280,6 +280,7 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.mark.slow  # kept out of `make test-fast` (seconds of training or subprocesses)
 def test_cli_generate_killed_and_resumed(tmp_path):
     sentences = [f"Person {i} walks to the old market." for i in range(1, 11)]
     sentences[4] = "COPY this fifth sentence please."

@@ -159,6 +159,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # kept out of `make test-fast` (seconds of training or subprocesses)
 def test_resume_after_kill_9_equals_uninterrupted(tmp_path):
     config = ci(max_steps=12, save_steps=2, eval_steps=4, log_steps=1)
     out = tmp_path / "killed"
@@ -394,6 +395,7 @@ CI_GAIN = {"unsup-simcse-tiny": 3.0, "sup-simcse-tiny": 15.0, "esimcse-tiny": 3.
            "ngcse-tiny": 15.0}
 
 
+@pytest.mark.slow  # kept out of `make test-fast` (seconds of training or subprocesses)
 @pytest.mark.parametrize("preset", sorted(CI_GAIN))
 def test_ci_preset_training_raises_the_score(tmp_path, preset):
     config = resolve_config(preset)

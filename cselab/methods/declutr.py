@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import mask_tokens, sample_spans
-from ..distributed import gather_with_grad, rank
+from ..distributed import gather_with_grad, rank, world_size
 from ..encoders import TINY_PRESET, SentenceEncoder, masked_mean
 from ..losses import info_nce
 from .base import register
@@ -161,7 +161,11 @@ class DeCLUTR(nn.Module):
             official ``contrastive_only.jsonnet`` ablation, and the setting for a decoder without an MLM).
         max_length: longest encoder input, special tokens included (DeCLUTR: 512).
         seed: seed of the span draws.
+        scale_fix: multiply the contrastive loss (not the MLM loss) by the number of processes,
+            undoing DDP's 1/N gradient scale of the gathered negatives (``DeCLUTR.forward``).
     """
+
+    handles_scale_fix = True  # the trainer leaves TrainConfig.scale_fix to this head
 
     columns = ("text",)
     keep_columns = ("title",)  # kept untokenised so errors can name the document
@@ -170,7 +174,7 @@ class DeCLUTR(nn.Module):
                  num_anchors: int = 2, num_positives: int = 2, min_span_length: int = 32,
                  max_span_length: int = 512, sampling: str | None = None, scale_spans: bool = False,
                  mlm_probability: float = 0.15, mlm_weight: float = 1.0, max_length: int = 512,
-                 seed: int = 0) -> None:
+                 seed: int = 0, scale_fix: bool = False) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
@@ -191,6 +195,7 @@ class DeCLUTR(nn.Module):
         self.sampling, self.scale_spans = sampling, scale_spans
         self.mlm_probability, self.mlm_weight = mlm_probability, mlm_weight
         self.max_length, self.seed = max_length, seed
+        self.scale_fix = scale_fix
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))  # checkpointed: resume redraws alike
         self.last_stats: dict[str, torch.Tensor] = {}
 
@@ -267,6 +272,8 @@ class DeCLUTR(nn.Module):
         positive_emb = pooled[n:].view(n, k, -1).mean(dim=1)  # (N, H): positives averaged per anchor
         contrastive = info_nce(gather_with_grad(anchor_emb), gather_with_grad(positive_emb),
                                temperature=self.temperature, symmetric=True)
+        if self.scale_fix:  # official: only the contrastive loss is multiplied by the world size
+            contrastive = contrastive * world_size()
         selected = labels != -100  # (N, seq)
         if self.mlm_weight > 0:
             logits = self.mlm_head(hidden[:n][selected], encoder.model.get_input_embeddings().weight)
@@ -292,4 +299,4 @@ def build_declutr(config, encoder: SentenceEncoder) -> DeCLUTR:
                    min_span_length=config.min_span_length, max_span_length=config.max_span_length,
                    sampling=config.span_sampling, scale_spans=config.scale_spans,
                    mlm_probability=config.masking_ratio, mlm_weight=config.mlm_weight,
-                   max_length=config.max_length, seed=config.seed)
+                   max_length=config.max_length, seed=config.seed, scale_fix=config.scale_fix)

@@ -14,7 +14,8 @@ The auxiliary part (§3 of the paper, official ``cl_forward``, reference §6.1):
 
 1. both views of the 2B sequences are masked independently (BERT's 80/10/10 scheme with
    probability ``masking_ratio`` = 0.30, special tokens never masked);
-2. a **frozen** MLM generator fills *every* position by argmax (greedy, no sampling);
+2. a **frozen** MLM generator fills *every* position by argmax (greedy, no sampling), in the head's
+   train/eval mode, so with its dropout on in training as under the official HF Trainer;
    position 0 is reset to the [CLS]/<s> id; ``replaced = (generated != original) * mask``;
 3. a **discriminator**, a separate copy of the encoder made from its pretrained weights and
    trained jointly, reads the generated sentence with its position-0 input embedding (the
@@ -31,6 +32,10 @@ token), so its generator is the whole SmolLM2 as a causal LM (:class:`CausalGene
 selected position gets the LM's greedy next token after the *original* prefix, instead of a
 masked LM's fill-in. The discriminator, its position-0 conditioning and the loss are unchanged;
 a left-to-right discriminator still lets every later position read h.
+
+Kept different on purpose: ``avg_first_last`` averages ``hidden_states[1]`` and the last layer, as
+SimCSE does (one meaning per pooler name in cselab); the official DiffCSE code takes
+``hidden_states[0]``, the embeddings. No preset uses that pooler.
 
 Choices documented: the generator is kept out of the module tree, so it is neither optimised
 nor written into every checkpoint (it is frozen and reloaded by name); with ``pooler_type``
@@ -58,7 +63,7 @@ class ProjectionMLP(nn.Module):
     Input and output (n, H). The BatchNorm statistics of a training batch mix both views.
     """
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self, hidden_size: int, initializer_range: float = 0.02) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(hidden_size, 2 * hidden_size, bias=False),
@@ -67,6 +72,8 @@ class ProjectionMLP(nn.Module):
             nn.Linear(2 * hidden_size, hidden_size, bias=False),
             nn.BatchNorm1d(hidden_size, affine=False),
         )
+        for layer in (self.net[0], self.net[3]):  # official: built before init_weights(), so BERT's N(0, 0.02)
+            nn.init.normal_(layer.weight, mean=0.0, std=initializer_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -199,7 +206,7 @@ class DiffCSE(nn.Module):
         batchnorm: ProjectionMLP (True, official ``--batchnorm``) or SimCSE's Linear + Tanh.
         pooler_type: ``cls`` (projector over [CLS]) or a pooler used without projector.
         rtd_include_padding: average the RTD loss over padding too (official: True).
-        initializer_range: std of the Linear + Tanh MLP when ``batchnorm=False``.
+        initializer_range: std of the projector's Linear layers (BERT's 0.02), either kind.
     """
 
     columns = ("sent0",)
@@ -223,7 +230,7 @@ class DiffCSE(nn.Module):
         self.rtd_include_padding = rtd_include_padding
         self.mlp = None
         if pooler_type == "cls":
-            self.mlp = ProjectionMLP(hidden) if batchnorm else simcse_mlp(hidden, initializer_range)
+            self.mlp = ProjectionMLP(hidden, initializer_range) if batchnorm else simcse_mlp(hidden, initializer_range)
         self.discriminator = copy.deepcopy(encoder.model)  # from the encoder's (pretrained) weights
         if getattr(self.discriminator, "pooler", None) is not None:
             self.discriminator.pooler = None  # official: BertModel(add_pooling_layer=False)
@@ -236,6 +243,13 @@ class DiffCSE(nn.Module):
     @property
     def generator(self) -> nn.Module:
         return self._frozen[0]
+
+    def train(self, mode: bool = True) -> "DiffCSE":
+        """The generator follows the head's mode. Officially it is a registered submodule, so the HF
+        Trainer's ``model.train()`` leaves its dropout on: the argmax runs over perturbed logits."""
+        super().train(mode)
+        self._frozen[0].train(mode)
+        return self
 
     def _apply(self, fn, recurse=True):  # .to(device) moves the generator too
         self._frozen[0] = self._frozen[0]._apply(fn)

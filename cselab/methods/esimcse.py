@@ -22,6 +22,9 @@ Choices documented (reference §14 item 4): the official momentum encoder starts
 weights (it is built before the pretrained weights are loaded); here ``momentum_init="copy"``
 (a copy of the online encoder) is the default and ``"random"`` reproduces the official run.
 Under ``torchrun`` z1/z2 are gathered like SimCSE's; each process keeps its own queue.
+Kept different on purpose: ``avg_first_last`` averages ``hidden_states[1]`` and the last layer, as
+SimCSE does, so that a pooler name means one thing in cselab; the official ESimCSE code (forked
+from an older SimCSE) takes ``hidden_states[0]``, the embeddings. No preset uses that pooler.
 """
 from __future__ import annotations
 
@@ -76,10 +79,12 @@ class ESimCSE(SimCSE):
         return ("sent0",)
 
     def prepare_dataset(self, dataset, tokenizer):
-        """Add column ``sent1``: view 0's token ids with repeated tokens (drawn once, deterministic)."""
+        """Add column ``sent1``: view 0's token ids with repeated tokens (drawn once, deterministic).
+
+        Positions come from ``range(1, L - 1)`` as in the official code: the first and last tokens
+        ([CLS], [SEP]) are never repeated, a special token inside the sentence (e.g. [UNK]) may be."""
         return dataset.map(_repeat_column, batched=True, with_indices=True, desc="Word repetition",
-                           fn_kwargs={"dup_rate": self.dup_rate, "seed": self.seed,
-                                      "special_ids": sorted(tokenizer.all_special_ids)})
+                           fn_kwargs={"dup_rate": self.dup_rate, "seed": self.seed, "special_ids": []})
 
     def on_epoch_start(self, epoch: int) -> None:
         self.queue.reset()  # official trainers.py: the queue starts empty every epoch
