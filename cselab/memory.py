@@ -25,7 +25,10 @@ def _fresh_copy(model: nn.Module, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are not touched either
         if isinstance(model, PreTrainedModel):
+            from .encoders import adapt_truncated_decoder
+
             fresh = type(model)(model.config)  # what ESimCSE does: BertModel(config)
+            adapt_truncated_decoder(fresh)  # e.g. cselab/smollm2-2l: the same skipped norm and dropout as the online model
             if hasattr(model, "pooler") and model.pooler is None:  # a checkpoint loaded without pooler weights
                 fresh.pooler = None
         else:

@@ -415,3 +415,22 @@ def test_info_nce_negatives_coincide_only_when_queue_has_batch_rows():
                                esimcse_loss(z1, z2, queue.embeddings(), 0.05), rtol=0, atol=1e-12)
     with pytest.raises(ValueError):
         info_nce(z1, z2, 0.05, negatives=_randn(3, 4, 8))
+
+
+def test_random_init_of_a_truncated_decoder_keeps_its_config_entry():
+    """A random momentum start of cselab/smollm2-2l-like models must skip the final norm and keep the dropout
+    module, as the online model does (both come from the config entry, not from the weights)."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from cselab.encoders import TRUNCATED_DECODER_KEY, adapt_truncated_decoder
+
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1,
+                         **{TRUNCATED_DECODER_KEY: {"final_norm": False, "frozen_layers": 1, "dropout_after_layer": 0}})
+    online = adapt_truncated_decoder(LlamaModel(config))
+    momentum = MomentumEncoder(online, init="random", seed=3).model
+    x = torch.randn(2, 5, 16) * 7
+    assert torch.equal(momentum.norm(x), x)  # the final RMSNorm is skipped, as online
+    assert not torch.equal(LlamaModel(config).norm(x), x)  # a plain LlamaModel would normalise
+    assert hasattr(momentum, "block_dropout")
+    assert not torch.equal(momentum.layers[1].mlp.up_proj.weight, online.layers[1].mlp.up_proj.weight)  # random
