@@ -87,10 +87,17 @@ def hub_ids() -> dict[str, set[str]]:
 
 
 def paper_presets() -> list[str]:
-    """Preset names of the papers' settings: every preset that is not a ``-ci``/``-laptop`` variant."""
+    """Preset names of the papers' settings: every preset that is not a ``-ci``/``-laptop``/``-tiny`` variant."""
     from cselab.configs import PRESETS
 
-    return [n for n in PRESETS if not n.endswith(("-ci", "-laptop"))]
+    return [n for n in PRESETS if not n.endswith(("-ci", "-laptop", "-tiny"))]
+
+
+def laptop_presets() -> list[str]:
+    """The ``laptop`` profile's presets (a small pretrained BERT from the hub)."""
+    from cselab.configs import PRESETS
+
+    return [n for n in PRESETS if n.endswith("-laptop")]
 
 
 # ------------------------------------------------------------------ stand-in files

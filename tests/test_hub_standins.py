@@ -1,8 +1,8 @@
 """The ``full`` (and ``laptop``) code paths, offline: every hub id the presets and profiles name is
 served from a Hugging Face cache of tiny stand-ins (tests/hub_standins.py) with ``HF_HUB_OFFLINE=1``.
 
-- every paper preset trains 2 steps through ``cselab train`` on its stand-ins (slow: one process,
-  about 1-4 minutes on 2 shared cores);
+- every paper preset and every ``-laptop`` preset trains 2 steps through ``cselab train`` on its
+  stand-ins (slow: one process, about 1-4 minutes on 2 shared cores);
 - hub-id typos, a cached model without tokenizer files and a config whose ``model_type`` does not match
   the saved weights fail with a message that names the id.
 """
@@ -56,8 +56,8 @@ def test_every_hub_id_of_the_presets_and_profiles_gets_a_standin():
     assert H.family("roberta-base") == "roberta" and H.family("distilroberta-base") == "roberta"
     assert H.family("distilbert-base-uncased") == "distilbert" and H.family(LAPTOP_MODEL) == "bert"
     papers = H.paper_presets()
-    assert len(papers) >= 14 and not any(p.endswith(("-ci", "-laptop")) for p in papers)
-    for preset in papers:  # every registry train_file has an offline stand-in
+    assert len(papers) >= 14 and not any(p.endswith(("-ci", "-laptop", "-tiny")) for p in papers)
+    for preset in papers + H.laptop_presets():  # every registry train_file has an offline stand-in
         H.smoke_overrides(preset)
 
 
@@ -110,15 +110,26 @@ def test_standins_load_with_the_right_architectures_offline(tmp_path):
 # ------------------------------------------------------------------ the full pass
 @pytest.fixture(scope="module")
 def full_pass(tmp_path_factory):
+    """One CLI process over one stand-in cache: every paper preset and every laptop preset, 2 steps each."""
     tmp = tmp_path_factory.mktemp("full_pass")
     H.build_hub_cache(tmp / "home")
-    jobs = [train_job(p, p, tmp / "runs") for p in H.paper_presets()]
+    jobs = [train_job(p, p, tmp / "runs") for p in H.paper_presets() + H.laptop_presets()]
     return run_jobs(tmp / "home", jobs, tmp)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", H.paper_presets())
 def test_paper_preset_trains_two_steps_offline_on_standins(full_pass, preset):
+    result = full_pass[preset]
+    assert result["rc"] == 0 and result["error"] is None, result["error"] or result["stdout"]
+    assert "2 steps" in result["stdout"] and "best model:" in result["stdout"], result["stdout"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", H.laptop_presets())
+def test_laptop_preset_trains_two_steps_offline_on_standins(full_pass, preset):
+    """The laptop profile's presets: the small hub BERT (a stand-in here) on each preset's registry data."""
+    assert len(H.laptop_presets()) >= 6
     result = full_pass[preset]
     assert result["rc"] == 0 and result["error"] is None, result["error"] or result["stdout"]
     assert "2 steps" in result["stdout"] and "best model:" in result["stdout"], result["stdout"]
