@@ -373,6 +373,229 @@ def _check_output_dir(output_dir: Path, config: TrainConfig, resume: bool) -> No
 
 
 # ------------------------------------------------------------------ the loop
+@dataclass
+class _Run:
+    """The state of one training run: what :func:`train`'s small steps read and update."""
+
+    config: TrainConfig
+    output_dir: Path
+    encoder: SentenceEncoder
+    method: nn.Module
+    modules: nn.Module  # encoder weights + method head: optimised, clipped and checkpointed together
+    dataset: object  # the tokenised training rows (a datasets.Dataset)
+    lengths: list[int] | None  # row lengths for length bucketing
+    pairs: D.ScoredPairs  # model selection pairs
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype (None = fp32)
+    steps_per_epoch: int
+    total: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    extra_metrics: Callable[[SentenceEncoder], dict[str, float]] | None
+    start_time: float
+    rank: int = 0
+    world: int = 1
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # the next batch of the epoch
+    history: list[dict] = field(default_factory=list)
+    best_score: float = -math.inf
+    best_step: int = 0
+    initial_score: float | None = None
+    running: torch.Tensor | float = 0.0  # the loss summed since the last log line (on the device)
+    count: int = 0
+    finite_flags: list = field(default_factory=list)  # (step, isfinite(loss)) since the last check
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.batch_size * self.world
+
+
+def _steps(n_rows: int, config: TrainConfig, world: int) -> tuple[int, int]:
+    """(steps per epoch, total steps). Under torchrun the last incomplete global batch is dropped,
+    so that every process gets a full slice."""
+    global_batch = config.batch_size * world
+    steps_per_epoch = n_rows // global_batch if world > 1 else math.ceil(n_rows / global_batch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{n_rows} training examples are fewer than one global batch of {global_batch}.")
+    total = config.epochs * steps_per_epoch
+    return steps_per_epoch, min(total, config.max_steps) if config.max_steps is not None else total
+
+
+def _setup(config: TrainConfig, output_dir: Path, data_dir, encoder: SentenceEncoder | None,
+           method: nn.Module | None, extra_metrics) -> _Run:
+    """Seed, model, method head, data, evaluation pairs, optimizer and schedule (in the official order)."""
+    start_time = time.perf_counter()
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    seed_everything(config.seed)
+    device = _device(config)
+    if encoder is None:
+        encoder = SentenceEncoder.from_pretrained(config.model, pooling=config.train_pooling, seed=config.seed)
+    encoder = encoder.to(device)
+    set_dropout(encoder.model, config.dropout)
+    method = (method if method is not None else build_method(config, encoder)).to(device)
+    modules = _Trainable(encoder, method)
+    dataset = method_dataset(config, encoder, method, data_dir)
+    lengths = row_lengths(dataset, method.columns) if config.length_bucketing else None
+    encoder.pad_lengths = config.static_shapes  # () = pad each batch to its longest row
+    if config.compile:  # in place: parameter names, state_dict and checkpoints stay those of the plain model
+        static = bool(config.static_shapes)
+        encoder.model.compile(dynamic=not static, **({"mode": config.compile_mode} if static else {}))
+    pairs = evaluation_pairs(config, data_dir)
+    if rank == 0:  # only once model and data loaded: a failed start must not claim the folder
+        (output_dir / CONFIG_FILE).write_text(config.to_json(), "utf-8")
+    steps_per_epoch, total = _steps(len(dataset), config, world)
+    fused = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW(parameter_groups(modules, config.weight_decay), lr=config.learning_rate,
+                                  betas=(0.9, 0.999), eps=config.adam_epsilon, **fused)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config.lr_schedule, total))
+    dtype = _autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return _Run(config, output_dir, encoder, method, modules, dataset, lengths, pairs, device, dtype,
+                steps_per_epoch, total, optimizer, scheduler, scaler, extra_metrics, start_time, rank, world,
+                running=torch.zeros((), device=device))
+
+
+def _evaluate(run: _Run) -> tuple[float, dict]:
+    """Spearman of the method's evaluation encoder on the selection pairs, plus ``extra_metrics``."""
+    eval_encoder = run.method.eval_encoder(run.encoder)
+    score = spearman_on_pairs(eval_encoder, run.pairs, show_progress=False)
+    extra = {}
+    if run.extra_metrics is not None:
+        extra = {k: float(v) for k, v in run.extra_metrics(eval_encoder).items()}
+        clash = set(extra) & {"step", "epoch", "loss", "learning_rate", "eval_score", "best_score", "seconds"}
+        if clash:
+            raise ValueError(f"extra_metrics returned reserved metric names {sorted(clash)}; rename them.")
+    run.modules.train()
+    return score, extra
+
+
+def _save_best(run: _Run) -> None:
+    run.method.eval_encoder(run.encoder).save_sentence_transformer(run.output_dir / "best")
+
+
+def _restore_or_start(run: _Run, resume: bool) -> bool:
+    """Continue from the newest checkpoint, else score step 0 (the untrained model is the first "best").
+    Returns whether a checkpoint was restored."""
+    ckpt = latest_checkpoint(run.output_dir) if resume else None
+    if ckpt is not None:
+        meta = load_checkpoint(ckpt, modules=run.modules, optimizer=run.optimizer, scheduler=run.scheduler)
+        run.step, run.epoch, run.position = meta["step"], meta["epoch"], meta["position"]
+        extra = meta["extra"]
+        run.history, run.best_score, run.best_step = extra["history"], extra["best_score"], extra["best_step"]
+        run.initial_score = extra["initial_score"]
+        # the loss average since the last log line continues across a resume
+        run.running = torch.tensor(extra.get("running_loss", 0.0), device=run.device)
+        run.count = extra.get("running_count", 0)
+        if run.rank == 0:
+            _write_metrics(run.output_dir, run.history)
+        return True
+    if resume and run.rank == 0:
+        print(f"No checkpoint in {run.output_dir}: starting from scratch.")
+    score, extra = _evaluate(run)
+    run.initial_score = run.best_score = score
+    run.history.append({"step": 0, "epoch": 0, "eval_score": score, "best_score": score, "seconds": 0.0, **extra})
+    if run.rank == 0:
+        _save_best(run)
+        _write_metrics(run.output_dir, run.history)
+    return False
+
+
+def _epoch_batches(run: _Run) -> list[list[int]]:
+    """The epoch's batches of row indices: a function of (seed, epoch) alone, so a resume finds the same ones."""
+    config, epoch = run.config, run.epoch
+    order = torch.randperm(len(run.dataset), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+    if config.length_bucketing:
+        order = length_bucketed_order(order, run.lengths, run.global_batch, config.length_bucketing,
+                                      config.seed + epoch)
+    size = run.global_batch
+    batches = [order[i:i + size] for i in range(0, run.steps_per_epoch * size, size)]
+    if hasattr(run.method, "compose_batches"):  # a method may regroup the drawn rows, e.g. hold some back
+        batches = run.method.compose_batches(batches, run.dataset)
+    if run.position == 0 and hasattr(run.method, "on_epoch_start"):  # e.g. a queue emptied every epoch
+        run.method.on_epoch_start(epoch)
+    return batches
+
+
+def _train_step(run: _Run, batch: list[int]) -> torch.Tensor:
+    """Forward, backward, (all-reduce), clip, optimizer and scheduler step on one batch; returns the loss."""
+    config, world = run.config, run.world
+    rows = run.dataset[batch if world == 1 else batch[run.rank * config.batch_size:(run.rank + 1) * config.batch_size]]
+    with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
+        loss = run.method.loss(run.encoder, rows)
+    if config.scale_fix and not getattr(run.method, "handles_scale_fix", False):
+        loss = loss * world  # a head that knows which part of its loss the gather scales does it itself
+    (run.scaler.scale(loss) if run.scaler else loss).backward()
+    if world > 1:
+        for p in run.modules.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world  # DDP's average: the 1/N scale of reference §4
+    if run.scaler:
+        run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.modules.parameters(), config.grad_clip)
+    if run.scaler:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.running = run.running + loss.detach()  # no host sync here: .item() only when logging
+    run.count += 1
+    run.step, run.position = run.step + 1, run.position + 1
+    run.finite_flags.append((run.step, torch.isfinite(loss.detach())))  # read at the next check, no sync here
+    return loss
+
+
+def _log_evaluate_save(run: _Run, bar) -> None:
+    """After a step: log the mean loss, evaluate (keeping the best model) and checkpoint when due."""
+    config, step = run.config, run.step
+    logs = step % config.log_steps == 0 or step == run.total
+    evals = step % config.eval_steps == 0 or step == run.total
+    saves = (step % config.save_steps == 0 or step == run.total) and run.rank == 0
+    if not (logs or evals or saves):
+        return
+    _raise_if_not_finite(run.finite_flags, run.modules, run.output_dir, config, step, weights=saves)
+    record = {}
+    if logs:
+        record.update(loss=(run.running / run.count).item(), learning_rate=run.scheduler.get_last_lr()[0])
+        run.running, run.count = torch.zeros((), device=run.device), 0
+    if evals:
+        score, extra = _evaluate(run)
+        record.update(eval_score=score, **extra)
+        if score > run.best_score and run.rank == 0:
+            run.best_score, run.best_step = score, step
+            _save_best(run)
+        record["best_score"] = run.best_score
+        bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", dev=f"{score:.2f}")
+    if record:
+        record.update(step=step, epoch=run.epoch, seconds=round(time.perf_counter() - run.start_time, 3))
+        run.history.append(record)
+        if run.rank == 0:
+            _write_metrics(run.output_dir, run.history)
+    if saves:
+        running = run.running.item() if torch.is_tensor(run.running) else float(run.running)
+        save_checkpoint(run.output_dir, modules=run.modules, optimizer=run.optimizer, scheduler=run.scheduler,
+                        step=step, epoch=run.epoch, position=run.position,
+                        extra={"history": run.history, "best_score": run.best_score, "best_step": run.best_step,
+                               "initial_score": run.initial_score, "config": config.to_dict(),
+                               "running_loss": running, "running_count": run.count})
+
+
+def _finish(run: _Run) -> TrainResult:
+    """The run's result, also written to ``OUTPUT/result.json``."""
+    final_score = next(r["eval_score"] for r in reversed(run.history) if "eval_score" in r)
+    result = TrainResult(run.output_dir, run.output_dir / "best", run.initial_score, run.best_score, run.best_step,
+                         final_score, run.step, time.perf_counter() - run.start_time, run.history)
+    if run.rank == 0:
+        summary = {k: v for k, v in result.__dict__.items() if k != "history"}
+        summary.update(output_dir=str(run.output_dir), best_dir=str(result.best_dir), config=run.config.to_dict())
+        (run.output_dir / RESULT_FILE).write_text(json.dumps(summary, indent=2), "utf-8")
+    return result
+
+
 def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = False, data_dir=None,
           encoder: SentenceEncoder | None = None, method: nn.Module | None = None,
           progress: bool | None = None, stop_after: int | None = None,
@@ -395,168 +618,28 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
     """
     from tqdm.auto import tqdm
 
-    start_time = time.perf_counter()
     output_dir = Path(output_dir)
     _check_output_dir(output_dir, config, resume)
-    rank, world = dist_utils.rank(), dist_utils.world_size()
-    seed_everything(config.seed)
-    device = _device(config)
-    if encoder is None:
-        encoder = SentenceEncoder.from_pretrained(config.model, pooling=config.train_pooling, seed=config.seed)
-    encoder = encoder.to(device)
-    set_dropout(encoder.model, config.dropout)
-    method = (method if method is not None else build_method(config, encoder)).to(device)
-    modules = _Trainable(encoder, method)
-    dataset = method_dataset(config, encoder, method, data_dir)
-    lengths = row_lengths(dataset, method.columns) if config.length_bucketing else None
-    encoder.pad_lengths = config.static_shapes  # () = pad each batch to its longest row
-    if config.compile:  # in place: parameter names, state_dict and checkpoints stay those of the plain model
-        static = bool(config.static_shapes)
-        encoder.model.compile(dynamic=not static, **({"mode": config.compile_mode} if static else {}))
-    pairs = evaluation_pairs(config, data_dir)
-    if rank == 0:  # only once model and data loaded: a failed start must not claim the folder
-        (output_dir / CONFIG_FILE).write_text(config.to_json(), "utf-8")
-
-    global_batch = config.batch_size * world
-    if world > 1:  # every process needs a full slice: drop the last incomplete global batch
-        steps_per_epoch = len(dataset) // global_batch
-    else:
-        steps_per_epoch = math.ceil(len(dataset) / global_batch)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(dataset)} training examples are fewer than one global batch of {global_batch}.")
-    total = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
-
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(parameter_groups(modules, config.weight_decay), lr=config.learning_rate,
-                                  betas=(0.9, 0.999), eps=config.adam_epsilon, **({"fused": True} if fused else {}))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config.lr_schedule, total))
-    dtype = _autocast_dtype(config, device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-
-    def evaluate() -> tuple[float, dict]:
-        eval_encoder = method.eval_encoder(encoder)
-        score = spearman_on_pairs(eval_encoder, pairs, show_progress=False)
-        extra = {}
-        if extra_metrics is not None:
-            extra = {k: float(v) for k, v in extra_metrics(eval_encoder).items()}
-            clash = set(extra) & {"step", "epoch", "loss", "learning_rate", "eval_score", "best_score", "seconds"}
-            if clash:
-                raise ValueError(f"extra_metrics returned reserved metric names {sorted(clash)}; rename them.")
-        modules.train()
-        return score, extra
-
-    step, epoch, position, history = 0, 0, 0, []
-    best_score, best_step, initial_score = -math.inf, 0, None
-    ckpt = latest_checkpoint(output_dir) if resume else None
-    if ckpt is not None:
-        meta = load_checkpoint(ckpt, modules=modules, optimizer=optimizer, scheduler=scheduler)
-        step, epoch, position = meta["step"], meta["epoch"], meta["position"]
-        extra = meta["extra"]
-        history, best_score, best_step = extra["history"], extra["best_score"], extra["best_step"]
-        initial_score = extra["initial_score"]
-        running_restored = (extra.get("running_loss", 0.0), extra.get("running_count", 0))
-        if rank == 0:
-            _write_metrics(output_dir, history)
-    elif resume and rank == 0:
-        print(f"No checkpoint in {output_dir}: starting from scratch.")
-    if initial_score is None:
-        initial_score, extra = evaluate()
-        history.append({"step": 0, "epoch": 0, "eval_score": initial_score, "best_score": initial_score,
-                        "seconds": 0.0, **extra})
-        best_score = initial_score
-        if rank == 0:
-            method.eval_encoder(encoder).save_sentence_transformer(output_dir / "best")
-            _write_metrics(output_dir, history)
-
-    show = progress if progress is not None else (rank == 0 and os.environ.get("CI") is None)
-    bar = tqdm(total=total, initial=step, disable=not show, desc=config.method, unit="step")
-    running, count = torch.zeros((), device=device), 0
-    if ckpt is not None:  # the loss average since the last log line continues across a resume
-        running, count = torch.tensor(running_restored[0], device=device), running_restored[1]
+    run = _setup(config, output_dir, data_dir, encoder, method, extra_metrics)
+    _restore_or_start(run, resume)
+    show = progress if progress is not None else (run.rank == 0 and os.environ.get("CI") is None)
+    bar = tqdm(total=run.total, initial=run.step, disable=not show, desc=config.method, unit="step")
     steps_this_call = 0
-    finite_flags: list[tuple[int, torch.Tensor]] = []  # (step, isfinite(loss)) since the last check
-    modules.train()
-    while step < total:
-        if position >= steps_per_epoch:
-            epoch, position = epoch + 1, 0
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
-        if config.length_bucketing:  # a function of (seed, epoch) alone, so a resume finds the same batches
-            order = length_bucketed_order(order, lengths, global_batch, config.length_bucketing, config.seed + epoch)
-        batches = [order[i:i + global_batch] for i in range(0, steps_per_epoch * global_batch, global_batch)]
-        if hasattr(method, "compose_batches"):  # a method may regroup the drawn rows, e.g. hold some back
-            batches = method.compose_batches(batches, dataset)
-        if position == 0 and hasattr(method, "on_epoch_start"):  # e.g. ESimCSE empties its queue
-            method.on_epoch_start(epoch)
-        while position < steps_per_epoch and step < total:
-            batch = batches[position]
-            rows = dataset[batch if world == 1 else batch[rank * config.batch_size:(rank + 1) * config.batch_size]]
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = method.loss(encoder, rows)
-            if config.scale_fix and not getattr(method, "handles_scale_fix", False):
-                loss = loss * world  # a head that knows which part of its loss the gather scales does it itself
-            (scaler.scale(loss) if scaler else loss).backward()
-            if world > 1:
-                for p in modules.parameters():
-                    if p.grad is not None:
-                        torch.distributed.all_reduce(p.grad)
-                        p.grad /= world  # DDP's average: the 1/N scale of reference §4
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(modules.parameters(), config.grad_clip)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running += loss.detach()  # no host sync here: .item() only when logging
-            count += 1
-            step, position, steps_this_call = step + 1, position + 1, steps_this_call + 1
-            finite_flags.append((step, torch.isfinite(loss.detach())))  # read at the next check, no sync here
+    run.modules.train()
+    while run.step < run.total:
+        if run.position >= run.steps_per_epoch:
+            run.epoch, run.position = run.epoch + 1, 0
+        batches = _epoch_batches(run)
+        while run.position < run.steps_per_epoch and run.step < run.total:
+            _train_step(run, batches[run.position])
             bar.update(1)
-            record = {}
-            logs = step % config.log_steps == 0 or step == total
-            evals = step % config.eval_steps == 0 or step == total
-            saves = (step % config.save_steps == 0 or step == total) and rank == 0
-            if logs or evals or saves:
-                _raise_if_not_finite(finite_flags, modules, output_dir, config, step, weights=saves)
-            if logs:
-                record.update(loss=(running / count).item(), learning_rate=scheduler.get_last_lr()[0])
-                running, count = torch.zeros((), device=device), 0
-            if evals:
-                score, extra = evaluate()
-                record.update(eval_score=score, **extra)
-                if score > best_score and rank == 0:
-                    best_score, best_step = score, step
-                    method.eval_encoder(encoder).save_sentence_transformer(output_dir / "best")
-                record["best_score"] = best_score
-                bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", dev=f"{score:.2f}")
-            if record:
-                record.update(step=step, epoch=epoch, seconds=round(time.perf_counter() - start_time, 3))
-                history.append(record)
-                if rank == 0:
-                    _write_metrics(output_dir, history)
-            if saves:
-                save_checkpoint(output_dir, modules=modules, optimizer=optimizer, scheduler=scheduler, step=step,
-                                epoch=epoch, position=position,
-                                extra={"history": history, "best_score": best_score, "best_step": best_step,
-                                       "initial_score": initial_score, "config": config.to_dict(),
-                                       "running_loss": running.item(), "running_count": count})
+            _log_evaluate_save(run, bar)
+            steps_this_call += 1
             if stop_after is not None and steps_this_call >= stop_after:
                 bar.close()
                 raise KeyboardInterrupt(f"stopped after {steps_this_call} steps (stop_after)")
     bar.close()
-    final_score = next(r["eval_score"] for r in reversed(history) if "eval_score" in r)
-    result = TrainResult(output_dir, output_dir / "best", initial_score, best_score, best_step, final_score, step,
-                         time.perf_counter() - start_time, history)
-    if rank == 0:
-        summary = {k: v for k, v in result.__dict__.items() if k != "history"}
-        summary.update(output_dir=str(output_dir), best_dir=str(result.best_dir), config=config.to_dict())
-        (output_dir / RESULT_FILE).write_text(json.dumps(summary, indent=2), "utf-8")
-    return result
+    return _finish(run)
 
 
 def load_or_train(config: TrainConfig, output_dir: str | os.PathLike, **kwargs) -> SentenceEncoder:

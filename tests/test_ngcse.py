@@ -365,6 +365,34 @@ def test_columns_and_row_split(encoder64):
     assert parts["ht"].item() == 0.0 and parts["loss"].item() == parts["infonce"].item()
 
 
+def test_blank_cells_stay_empty_for_a_byte_level_bpe_tokenizer(tmp_path):
+    """RoBERTa's (and SmolLM2's) tokenizer writes the trainer's " " for a missing cell as a space token,
+    not as special tokens only. Such rows are still unsupervised pairs, and SNLI triplets stay K = 3 groups
+    whose InfoNCE positive is the entailment (level '5'), not the contradiction."""
+    import sys
+    from pathlib import Path
+
+    import datasets
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import hub_standins
+
+    encoder = SentenceEncoder.from_pretrained(str(hub_standins.write_standin(tmp_path / "roberta", "roberta")),
+                                              pooling="avg")
+    tok = encoder.tokenizer
+    assert [t for t in tok(" ")["input_ids"] if t not in tok.all_special_ids], "the case under test: a space token"
+    head = NGCSE(encoder, pooler_type="avg", freeze_embeddings=False)
+    assert head.split_rows(_rows(tok, GROUPS[:2], OTHERS[:2])) == ([0, 1], [2, 3])
+    triplets = _rows(tok, [g[:3] for g in GROUPS], [], NLI_LEVEL_COLUMNS)
+    triplets["level3"] = tok([" "] * len(GROUPS))["input_ids"]  # what the trainer makes of the absent column
+    head.prepare_dataset(datasets.Dataset.from_dict(triplets))
+    assert (head.levels, head.k, head.positive_index) == (NLI_LEVEL_COLUMNS, 3, 1)
+    sentences = {"sent0": tok(OTHERS)["input_ids"], **{c: tok([" "] * len(OTHERS))["input_ids"] for c in LEVEL_COLUMNS}}
+    unsup = NGCSE(encoder, pooler_type="avg", freeze_embeddings=False)
+    unsup.prepare_dataset(datasets.Dataset.from_dict(sentences))
+    assert unsup.levels == () and unsup.split_rows({"sent0": sentences["sent0"]}) == ([], [0, 1, 2])
+
+
 def test_k2_groups_have_no_ht_term(encoder64):
     head = _head(encoder64, levels=("level5",))
     rows = _rows(encoder64.tokenizer, [g[:2] for g in GROUPS], OTHERS, ("level5",))

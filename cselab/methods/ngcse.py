@@ -9,7 +9,8 @@ Data (reference §8.1). Two kinds of rows share one batch:
   K = 4); the NLI pattern is ``sent0, level5, level4`` = (premise, entailment, contradiction), K = 3.
 - *other* rows: only ``sent0``; the sentence is duplicated and dropout makes the two views
   (unsupervised SimCSE). A row is *other* when all its level cells are empty (the trainer turns
-  missing cells into " ", i.e. only special tokens); a row with some levels empty is an error.
+  missing cells into " ": only special tokens for BERT, plus one space token for byte-level BPE
+  tokenizers such as RoBERTa's and SmolLM2's); a row with some levels empty is an error.
 
 The trainer reads the training file with :meth:`NGCSE.read_training_file`
 (:func:`cselab.data.read_graded_groups`: NGCSE's ``.jsonl``, a ``sent0,sent1,hard_neg`` ``.csv`` as
@@ -175,6 +176,9 @@ class NGCSE(nn.Module):
             self.pair_template = (PromptTemplate(encoder.tokenizer, PromptTemplate.PAIR_PREFIX) if pair_template
                                   else self.template)
         self._special_ids = frozenset(encoder.tokenizer.all_special_ids)
+        # what an empty cell tokenises to besides special tokens: nothing for BERT's WordPiece, but a
+        # space token for byte-level BPE (RoBERTa, SmolLM2), since the trainer writes a missing cell as " "
+        self._blank = self._content(encoder.tokenizer(" ")["input_ids"])
         if freeze_embeddings:
             freeze_embedding_layer(encoder)
 
@@ -231,8 +235,13 @@ class NGCSE(nn.Module):
         return compose_aigen_batches(batches, self._aigen_rows[1], self.aigen_batch_size)
 
     # ------------------------------------------------------------------ rows -> groups
+    def _content(self, ids: Sequence[int]) -> list[int]:
+        return [t for t in ids if t not in self._special_ids]
+
     def _is_empty(self, ids: Sequence[int]) -> bool:
-        return all(t in self._special_ids for t in ids)  # "" / None -> " " -> only [CLS] [SEP]
+        """A cell the trainer filled with " " (or ""): special tokens only, or the tokenizer's blank."""
+        content = self._content(ids)
+        return not content or content == self._blank
 
     def split_rows(self, rows: dict[str, list[list[int]]]) -> tuple[list[int], list[int]]:
         """Indices of the aigen rows (every level present) and of the other rows (no level present)."""
