@@ -148,8 +148,10 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+    from ..encoders import _quiet_transformers_progress  # no "Loading weights" bar per load in the chapters
+
     if name_or_path == SMOLLM2_LM:
-        from ..encoders import _quiet_transformers_progress, smollm2_lm
+        from ..encoders import smollm2_lm
 
         folder = smollm2_lm()
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
@@ -162,7 +164,8 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
             raise FileNotFoundError(f"{TINY_MLM_DIR} is missing; it ships with the course repository "
                                     "(regenerate it with `python data/make_data.py tiny-mlm`).")
         tokenizer = _wordpiece_tokenizer(TINY_VOCAB)
-        model = AutoModelForMaskedLM.from_pretrained(TINY_MLM_DIR, dtype=torch.float32, trust_remote_code=False)
+        with _quiet_transformers_progress():
+            model = AutoModelForMaskedLM.from_pretrained(TINY_MLM_DIR, dtype=torch.float32, trust_remote_code=False)
     else:
         from ..encoders import TOKENIZER_FILES, HubUnreachableError, cached_tokenizer_files, check_loaded_weights
         from ..profiles import hub_reachable, model_is_cached
