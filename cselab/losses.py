@@ -33,57 +33,9 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
 
 
-def info_nce(
-    anchors: torch.Tensor,
-    positives: torch.Tensor,
-    temperature: float = 0.05,
-    negatives: torch.Tensor | None = None,
-    hard_negative_weight: float = 0.0,
-    symmetric: bool = False,
-    decoupled: bool = False,
-    reduction: str = "mean",
-    queue: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """InfoNCE over cosine similarities with in-batch negatives.
-
-    Default (SimCSE, paper Eq. 1; official ``cl_forward``): row ``i`` scores anchor ``i``
-    against every positive ``j``; the target is ``j = i``, so each row has B - 1 in-batch
-    negatives and the loss is one-directional::
-
-        s_ij = cos(anchors_i, positives_j) / temperature            # (B, B)
-        loss_i = -log softmax_j(s_ij)[i]
-
-    ``negatives`` (supervised SimCSE, Eq. 8): the hard negatives of *every* row join each
-    row's denominator, ``s = [cos(a_i, p_j) | cos(a_i, n_j)] / temperature`` of shape
-    (B, 2B), and ``hard_negative_weight`` (= log alpha) is added to the logit of the row's
-    *own* hard negative only (``s[i, B + i]``).
-
-    ``queue`` (ESimCSE's momentum queue, reference §5.2; MoCo): M more negatives shared by
-    every row, appended as M columns ``cos(a_i, q_m) / temperature``, giving (B, B + M) (or
-    (B, 2B + M) with ``negatives``). Pass them detached: they are constants of the loss.
-
-    ``symmetric=True`` (NT-Xent of SimCLR / DeCLUTR): the 2B vectors ``[anchors; positives]``
-    are scored against each other, self-similarity is excluded, and each of the 2B rows
-    targets its partner, giving 2B - 2 negatives per row.
-
-    ``decoupled=True`` (DCL, Yeh et al. 2021): the positive is removed from the denominator,
-    ``loss_i = -s_ii + logsumexp_{j != i} s_ij``. It is no longer a cross-entropy and can be
-    negative. Combines with either form above.
-
-    Args:
-        anchors: (B, dim).
-        positives: (B, dim); positives[i] is the positive of anchors[i].
-        temperature: tau > 0 (SimCSE: 0.05).
-        negatives: optional (B, dim) hard negatives; negatives[i] belongs to anchors[i].
-        hard_negative_weight: log alpha added to each row's own hard-negative logit.
-        symmetric: NT-Xent over both directions.
-        decoupled: drop the positive from the denominator.
-        reduction: ``"mean"`` (a scalar) or ``"none"`` (one loss per row: B rows, 2B if symmetric).
-        queue: optional (M, dim) negatives for every row; M = 0 adds nothing.
-
-    Returns:
-        The loss, a scalar for ``reduction="mean"``.
-    """
+def _check_info_nce(anchors, positives, temperature, negatives, hard_negative_weight, symmetric, reduction,
+                    queue) -> None:
+    """The argument checks of :func:`info_nce`: each error names the argument and the fix."""
     _check_pair("anchors", anchors, "positives", positives)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
@@ -103,34 +55,107 @@ def info_nce(
                              f"got shape {tuple(queue.shape)}.")
         if symmetric:
             raise ValueError("a queue is not defined for the symmetric (NT-Xent) form; use symmetric=False.")
+
+
+def simcse_logits(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
+                  negatives: torch.Tensor | None = None, hard_negative_weight: float = 0.0,
+                  queue: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SimCSE's one-directional logits and targets (Eq. 1; Eq. 8 with ``negatives``; ESimCSE's queue).
+
+    Columns: the B positives, then the B hard negatives (``hard_negative_weight`` = log alpha added
+    to each row's own one, ``s[i, B + i]``), then the M queue entries. Row ``i`` targets column ``i``.
+    Returns ``(logits (B, B [+ B] [+ M]), targets (B,))``.
+    """
+    logits = cosine_matrix(anchors, positives) / temperature  # (B, B)
+    if negatives is not None:
+        hard = cosine_matrix(anchors, negatives) / temperature  # (B, B)
+        if hard_negative_weight != 0.0:
+            # add log(alpha) to the diagonal only (-inf, alpha = 0, must not leak 0 * inf = NaN elsewhere)
+            hard = hard + torch.zeros_like(hard).fill_diagonal_(hard_negative_weight)
+        logits = torch.cat([logits, hard], dim=1)  # (B, 2B)
+    if queue is not None and queue.shape[0] > 0:
+        logits = torch.cat([logits, cosine_matrix(anchors, queue) / temperature], dim=1)  # (B, ... + M)
+    return logits, torch.arange(anchors.shape[0], device=anchors.device)
+
+
+def nt_xent_logits(anchors: torch.Tensor, positives: torch.Tensor,
+                   temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent's logits and targets (SimCLR; DeCLUTR): the 2B vectors ``[anchors; positives]``
+    against each other, self-similarity masked out, each row targeting its partner (2B - 2
+    negatives per row). Returns ``(logits (2B, 2B), targets (2B,))``."""
     batch = anchors.shape[0]
+    z = torch.cat([anchors, positives], dim=0)  # (2B, dim)
+    logits = cosine_matrix(z, z) / temperature  # (2B, 2B)
+    self_mask = torch.eye(2 * batch, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))  # a vector is not its own negative
+    targets = torch.cat([torch.arange(batch, 2 * batch), torch.arange(0, batch)]).to(z.device)
+    return logits, targets
 
+
+def decoupled_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """DCL (Yeh et al. 2021), per row: ``-s_it + logsumexp_{j != t} s_ij`` with ``t`` the target,
+    i.e. the positive left out of the denominator. Not a cross-entropy: it can be negative. (rows,)."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    others = logits.clone()
+    others[rows, targets] = float("-inf")
+    return torch.logsumexp(others, dim=1) - logits[rows, targets]
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    temperature: float = 0.05,
+    negatives: torch.Tensor | None = None,
+    hard_negative_weight: float = 0.0,
+    symmetric: bool = False,
+    decoupled: bool = False,
+    reduction: str = "mean",
+    queue: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """InfoNCE over cosine similarities with in-batch negatives: logits, then cross-entropy (or DCL).
+
+    Default (SimCSE, paper Eq. 1; official ``cl_forward``): row ``i`` scores anchor ``i``
+    against every positive ``j``; the target is ``j = i``, so each row has B - 1 in-batch
+    negatives and the loss is one-directional::
+
+        s_ij = cos(anchors_i, positives_j) / temperature            # (B, B)
+        loss_i = -log softmax_j(s_ij)[i]
+
+    ``negatives`` (supervised SimCSE, Eq. 8): the hard negatives of *every* row join each
+    row's denominator, (B, 2B), and ``hard_negative_weight`` (= log alpha) is added to the
+    logit of the row's *own* hard negative only. ``queue`` (ESimCSE's momentum queue, reference
+    §5.2; MoCo): M more negatives shared by every row, (B, B + M); pass them detached.
+    See :func:`simcse_logits`.
+
+    ``symmetric=True`` (NT-Xent of SimCLR / DeCLUTR, :func:`nt_xent_logits`): 2B rows, each
+    targeting its partner, 2B - 2 negatives per row.
+
+    ``decoupled=True`` (DCL, :func:`decoupled_loss`): the positive is removed from the
+    denominator. Combines with either form above.
+
+    Args:
+        anchors: (B, dim).
+        positives: (B, dim); positives[i] is the positive of anchors[i].
+        temperature: tau > 0 (SimCSE: 0.05).
+        negatives: optional (B, dim) hard negatives; negatives[i] belongs to anchors[i].
+        hard_negative_weight: log alpha added to each row's own hard-negative logit.
+        symmetric: NT-Xent over both directions.
+        decoupled: drop the positive from the denominator.
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (one loss per row: B rows, 2B if symmetric).
+        queue: optional (M, dim) negatives for every row; M = 0 adds nothing.
+
+    Returns:
+        The loss, a scalar for ``reduction="mean"``.
+    """
+    _check_info_nce(anchors, positives, temperature, negatives, hard_negative_weight, symmetric, reduction, queue)
     if symmetric:
-        z = torch.cat([anchors, positives], dim=0)  # (2B, dim)
-        logits = cosine_matrix(z, z) / temperature  # (2B, 2B)
-        self_mask = torch.eye(2 * batch, dtype=torch.bool, device=z.device)
-        logits = logits.masked_fill(self_mask, float("-inf"))  # a vector is not its own negative
-        targets = torch.cat([torch.arange(batch, 2 * batch), torch.arange(0, batch)]).to(z.device)
+        logits, targets = nt_xent_logits(anchors, positives, temperature)
     else:
-        logits = cosine_matrix(anchors, positives) / temperature  # (B, B)
-        if negatives is not None:
-            hard = cosine_matrix(anchors, negatives) / temperature  # (B, B)
-            if hard_negative_weight != 0.0:
-                # add log(alpha) to the diagonal only (-inf, alpha = 0, must not leak 0 * inf = NaN elsewhere)
-                hard = hard + torch.zeros_like(hard).fill_diagonal_(hard_negative_weight)
-            logits = torch.cat([logits, hard], dim=1)  # (B, 2B)
-        if queue is not None and queue.shape[0] > 0:
-            logits = torch.cat([logits, cosine_matrix(anchors, queue) / temperature], dim=1)  # (B, ... + M)
-        targets = torch.arange(batch, device=anchors.device)
-
+        logits, targets = simcse_logits(anchors, positives, temperature, negatives, hard_negative_weight, queue)
     if decoupled:
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        positive = logits[rows, targets]
-        others = logits.clone()
-        others[rows, targets] = float("-inf")
-        if logits.shape[1] - (2 if symmetric else 1) < 1:
+        if logits.shape[1] - (2 if symmetric else 1) < 1:  # NT-Xent's own column is masked out too
             raise ValueError("the decoupled loss needs at least one negative per row: use a batch of 2 or more.")
-        losses = torch.logsumexp(others, dim=1) - positive
+        losses = decoupled_loss(logits, targets)
     else:
         losses = F.cross_entropy(logits, targets, reduction="none")
     return losses.mean() if reduction == "mean" else losses

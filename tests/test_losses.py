@@ -14,7 +14,8 @@ import pytest
 import torch
 from scipy.spatial.distance import pdist
 
-from cselab.losses import alignment, cosine_matrix, info_nce, uniformity
+from cselab.losses import (alignment, cosine_matrix, decoupled_loss, info_nce, nt_xent_logits, simcse_logits,
+                           uniformity)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -855,3 +856,38 @@ def test_dispersive_gradient_pushes_points_apart_and_bad_arguments():
             dispersive(bad)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         dispersive(torch.zeros(2, 2), temperature=0)
+
+
+# ---------------------------------------------------------------------------- the pieces info_nce is made of
+@pytest.mark.parametrize("alpha", [None, 1.0, 2.0])
+def test_simcse_logits_with_cross_entropy_and_dcl_match_the_naive_loops(alpha):
+    a, p, n = _triple(7, 5)
+    kwargs = {} if alpha is None else {"negatives": n, "hard_negative_weight": math.log(alpha)}
+    logits, targets = simcse_logits(a, p, 0.05, **kwargs)
+    assert logits.shape == (5, 5 if alpha is None else 10) and targets.tolist() == list(range(5))
+    ref = dict(negatives=None if alpha is None else n, alpha=alpha or 1.0)
+    np.testing.assert_allclose(_np(torch.nn.functional.cross_entropy(logits, targets, reduction="none")),
+                               naive_simcse(a, p, 0.05, **ref), rtol=1e-10)
+    np.testing.assert_allclose(_np(decoupled_loss(logits, targets)), naive_simcse(a, p, 0.05, decoupled=True, **ref),
+                               rtol=1e-10)
+
+
+def test_simcse_logits_append_one_column_per_queue_entry():
+    a, p, _ = _triple(8, 4)
+    queue = _randn(9, 3, 8)
+    logits, _ = simcse_logits(a, p, 0.1, queue=queue)
+    assert logits.shape == (4, 7)
+    expected = _unit(_np(a)) @ _unit(_np(queue)).T / 0.1  # numpy cosines, (B, M)
+    np.testing.assert_allclose(_np(logits[:, 4:]), expected, rtol=1e-10)
+    assert simcse_logits(a, p, 0.1, queue=queue[:0])[0].shape == (4, 4)  # M = 0 adds nothing
+
+
+def test_nt_xent_logits_with_cross_entropy_and_dcl_match_the_naive_loops():
+    a, p, _ = _triple(11, 4)
+    logits, targets = nt_xent_logits(a, p, 0.05)
+    assert logits.shape == (8, 8) and targets.tolist() == [4, 5, 6, 7, 0, 1, 2, 3]
+    assert torch.isinf(logits.diagonal()).all()  # a vector is not its own negative
+    np.testing.assert_allclose(_np(torch.nn.functional.cross_entropy(logits, targets, reduction="none")),
+                               naive_ntxent(a, p, 0.05), rtol=1e-10)
+    np.testing.assert_allclose(_np(decoupled_loss(logits, targets)), naive_ntxent(a, p, 0.05, decoupled=True),
+                               rtol=1e-10)
