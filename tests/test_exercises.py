@@ -985,7 +985,7 @@ def test_chapter06_float32_answers_accepted(capsys):
 
 def test_rtd_batch_exercises_every_mistake():
     """The seeded inputs contain what the hints are about: rewritten [CLS], ids written at padding."""
-    x, g, m = ex._rtd_batch(60, 4, 7)
+    x, g, m = ex.ch06._rtd_batch(60, 4, 7)
     assert (g[:, 0] != x[:, 0]).any() and (g[:, 0] == x[:, 0]).any()
     assert ((g != x) & (m == 0)).any() and (m == 0).any()
     assert ((g != x) & (m == 1))[:, 1:].any()
@@ -1072,7 +1072,7 @@ RTD_GRADIENTS_BY_HAND = {"encoder, official": True, "encoder, h detached": False
 def test_rtd_gradient_experiment_agrees_with_the_hand_answers():
     assert list(ex.RTD_GRADIENT_VARIANTS) == list(RTD_GRADIENTS_BY_HAND)
     for seed in range(3):
-        assert ex._rtd_gradient_experiment(seed) == RTD_GRADIENTS_BY_HAND
+        assert ex.ch06._rtd_gradient_experiment(seed) == RTD_GRADIENTS_BY_HAND
 
 
 def test_rtd_gradient_predictions_accepts_the_hand_answers(capsys):
@@ -1228,7 +1228,7 @@ def test_one_pair_draws_by_hand():
             return low
 
     # n=200, lo=8, hi=32: a_len = int(0.5 * 24 + 8) = 20, bucket 0, a_start 0, p_len = 20
-    assert ex._one_pair_draws(200, Fixed(), 8, 32) == (0, 20, 20)
+    assert ex.ch07._one_pair_draws(200, Fixed(), 8, 32) == (0, 20, 20)
     # before the anchor does not fit (0 - 20 < 0): the only adjacent positive starts at the anchor's end
     assert _ref_adjacent_pair(200, Fixed(), 8, 32) == ((0, 20), (20, 40))
 
