@@ -1,8 +1,10 @@
-"""Training configurations and the papers' presets.
+"""Training configurations and the registry of presets.
 
 A :class:`TrainConfig` holds everything a run needs; :data:`PRESETS` names the papers'
 settings (SimCSE Table A.1 and the official run scripts; reference §2.3, §3.3) plus
-``laptop`` and ``ci`` variants that only swap the model, the data and the budget.
+``laptop``, ``ci`` and ``-tiny`` variants that only swap the model, the data and the budget
+(:data:`LAPTOP`, :data:`CI_PRETRAINED`, :data:`CI_TINY`). Each method module defines its own
+presets and registers them (:func:`register_presets`).
 ``resolve_config(name, overrides)`` applies ``key=value`` overrides with type checks, so a
 bad key or value fails before any work starts.
 """
@@ -11,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .encoders import SMOLLM2_PRESET, TINY_PRESET
-from .methods.base import REGISTRY
-from .methods.simcse import POOLER_TYPES
 
 COURSE_DATA = Path(__file__).resolve().parents[1] / "data"
 MASK_POOLER = "mask"  # PromptBERT [MASK] pooling: NGCSE only (cselab.methods.ngcse)
@@ -188,6 +189,9 @@ class TrainConfig:
                 problems.append(f"margins={self.margins} (must be one or more finite values >= 0)")
         else:
             problems.append(f"margins={margins!r} (must be a tuple of numbers, e.g. (0.005, 0.05))")
+        from .methods.base import REGISTRY  # here, not at import: the method modules import this module
+        from .methods.simcse import POOLER_TYPES
+
         if self.method not in REGISTRY:  # the methods registered by cselab.methods (and any the user adds)
             problems.append(f"method={self.method!r} (choose one of {list(REGISTRY)})")
         for name in ("batch_size", "epochs", "eval_steps", "save_steps", "log_steps"):
@@ -318,140 +322,61 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-# ci: the tiny random encoder on the shipped toy data, 3 epochs of 32 steps (about 10 s on 2 cores).
-# Mean pooling, not [CLS]: a random [CLS] summarises nothing yet (see cselab.methods.simcse);
-# measured on the shipped pairs, seed 42, 32 steps: cls 50.95 -> 47.06, avg 54.67 -> 60.70.
-_CI = dict(model=TINY_PRESET, pooler_type="avg", epochs=3, batch_size=32, learning_rate=3e-4, eval_steps=32,
-           save_steps=32, log_steps=8, eval_data="sample", device="cpu", precision="fp32")
-_LAPTOP = dict(model="google/bert_uncased_L-4_H-256_A-4", max_steps=500, batch_size=64, eval_steps=100,
-               save_steps=100, device="auto")
+# The profiles' budgets, shared by the methods' presets (each method module holds its own presets and registers
+# them with register_presets; cselab.methods.simcse is the model to read).
+# ci on the tiny random encoder (the "-tiny" presets) on the shipped toy data, 3 epochs of 32 steps (about 10 s on
+# 2 cores). Mean pooling, not [CLS]: a random [CLS] summarises nothing yet (see cselab.methods.simcse); measured on
+# the shipped pairs, seed 42, 32 steps: cls 50.95 -> 47.06, avg 54.67 -> 60.70.
+CI_TINY = dict(model=TINY_PRESET, pooler_type="avg", epochs=3, batch_size=32, learning_rate=3e-4, eval_steps=32,
+               save_steps=32, log_steps=8, eval_data="sample", device="cpu", precision="fp32")
+# ci on the pretrained offline encoder cselab/smollm2-2l (SmolLM2-135M-Instruct's first two blocks, mean pooling of
+# the raw block-2 state), on real sentences when the data root has them ("text:..." training files), else the
+# shipped files; a fixed 500-pair subset of STS-B dev, evaluated every 10 steps, keeps the best checkpoint
+# (SimCSE's model selection). 40 steps of batch 32 at lr 2e-4, about 0.3 s (unsupervised) and 0.5 s (supervised) a
+# step on 2 cores: unsupervised training first repairs the massive block-2 dimensions, then over-fits the dropout
+# task and falls (data/README.md), so the runs stay short.
+CI_PRETRAINED = dict(model=SMOLLM2_PRESET, pooler_type="avg", batch_size=32, learning_rate=2e-4, max_steps=40,
+                     eval_steps=10, save_steps=10, log_steps=5, eval_data="auto", eval_max_pairs=500, device="cpu",
+                     precision="fp32")
+# laptop: a small real pretrained BERT from the hub, 500 steps.
+LAPTOP = dict(model="google/bert_uncased_L-4_H-256_A-4", max_steps=500, batch_size=64, eval_steps=100,
+              save_steps=100, device="auto")
 
-PRESETS: dict[str, TrainConfig] = {
-    # SimCSE Table A.1 / run_unsup_example.sh: batch 64, lr 3e-5, 1 epoch, len 32, tau 0.05, fp16
-    "unsup-simcse-bert-base": TrainConfig(method="unsup-simcse", model="bert-base-uncased", train_file="wiki1m",
-                                          batch_size=64, learning_rate=3e-5),
-    # Table A.1: RoBERTa-base batch 512, lr 1e-5
-    "unsup-simcse-roberta-base": TrainConfig(method="unsup-simcse", model="roberta-base", train_file="wiki1m",
-                                             batch_size=512, learning_rate=1e-5),
-    # run_sup_example.sh: global batch 512 (4 GPUs x 128), lr 5e-5, 3 epochs, tau 0.05, weight 0
-    "sup-simcse-bert-base": TrainConfig(method="sup-simcse", model="bert-base-uncased", train_file="nli",
-                                        batch_size=512, learning_rate=5e-5, epochs=3),
-    "sup-simcse-roberta-base": TrainConfig(method="sup-simcse", model="roberta-base", train_file="nli",
-                                           batch_size=512, learning_rate=5e-5, epochs=3),
-}
-PRESETS.update({
-    # ESimCSE/run.sh: batch 64, 1 epoch, len 32, tau 0.05, momentum 0.995, queue 160, eval 125, fp16;
-    # momentum_init="random" is what the official code does (its published numbers); see methods/esimcse.py
-    "esimcse-bert-base": TrainConfig(method="esimcse", model="bert-base-uncased", train_file="wiki1m",
-                                     batch_size=64, learning_rate=3e-5, dup_rate=0.32, queue_size=160,
-                                     momentum=0.995, momentum_init="random"),
-    "esimcse-roberta-base": TrainConfig(method="esimcse", model="roberta-base", train_file="wiki1m",
-                                        batch_size=64, learning_rate=1e-5, dup_rate=0.30, queue_size=160,
-                                        momentum=0.995, momentum_init="random"),
-    # run_diffcse.sh (voidism/DiffCSE at f724b2cc): lr 7e-6, 2 epochs, batch 64, len 32, tau 0.05,
-    # --batchnorm --lambda_weight 0.005 --masking_ratio 0.30 --mlp_only_train, generator distilbert
-    "diffcse-bert-base": TrainConfig(method="diffcse", model="bert-base-uncased", train_file="wiki1m",
-                                     batch_size=64, learning_rate=7e-6, epochs=2,
-                                     generator="distilbert-base-uncased", lambda_weight=0.005,
-                                     masking_ratio=0.30, batchnorm=True),
-    # The repository fixes only the generator for RoBERTa (README, issue #1). The paper's appendix values
-    # for RoBERTa-base STS could not be checked offline; until they are, the BERT run script's values
-    # are used with distilroberta-base (README, "DiffCSE-RoBERTa-base").
-    "diffcse-roberta-base": TrainConfig(method="diffcse", model="roberta-base", train_file="wiki1m",
-                                        batch_size=64, learning_rate=7e-6, epochs=2,
-                                        generator="distilroberta-base", lambda_weight=0.005,
-                                        masking_ratio=0.30, batchnorm=True),
-})
-# DeCLUTR training_config/declutr.jsonnet (reference §7.3): 4 documents per step (8 anchors, 16
-# positives), 1 epoch, lr 5e-5, AdamW eps 1e-6, weight decay 0.1 (not on bias/LayerNorm), grad norm 1,
-# slanted triangular schedule, AMP, tau 0.05, spans 32-512, MLM 15 %, mean pooling. DeCLUTR selects no
-# checkpoint; here STS-B dev is still evaluated every 1000 steps and OUTPUT/best kept (the final model
-# is the result's final_score). correct_bias=False of AllenNLP's AdamW has no torch equivalent.
-_DECLUTR = dict(method="declutr", train_file="openwebtext", batch_size=4, learning_rate=5e-5, epochs=1,
-                max_length=512, temperature=0.05, pooler_type="avg", weight_decay=0.1, adam_epsilon=1e-6,
-                lr_schedule="slanted_triangular", num_anchors=2, num_positives=2, min_span_length=32,
-                max_span_length=512, masking_ratio=0.15, mlm_weight=1.0, eval_steps=1000, save_steps=1000)
-PRESETS.update({
-    "declutr-small": TrainConfig(model="distilroberta-base", **_DECLUTR),
-    "declutr-base": TrainConfig(model="roberta-base", **_DECLUTR),
-})
-_CI_DATA = {"unsup-simcse": "toy_corpus.tsv", "sup-simcse": "toy_nli.csv", "esimcse": "toy_corpus.tsv",
-            "diffcse": "toy_corpus.tsv"}
-# ci: the course's 96 toy stories (data/toy_docs.jsonl, 111-436 tokens), spans of 8-32 tokens scaled
-# down for the shortest stories, 8 stories per step, 8 epochs = 96 steps like the other ci presets.
-_DECLUTR_SMALL = {**_DECLUTR, "min_span_length": 8, "max_span_length": 32, "max_length": 64}
-PRESETS["declutr-ci"] = TrainConfig(**{**_DECLUTR_SMALL, **_CI, "train_file": str(COURSE_DATA / "toy_docs.jsonl"),
-                                       "batch_size": 8, "epochs": 8, "scale_spans": True})
-# laptop: a small pretrained BERT on the 60 WikiText articles of `cselab download wikitext-docs`
-# (433-13,916 words): spans of 32-128 tokens, scaled down for the shortest articles, 500 steps.
-PRESETS["declutr-laptop"] = TrainConfig(**{**_DECLUTR, **_LAPTOP, "train_file": "wikitext-docs", "batch_size": 4,
-                                           "min_span_length": 32, "max_span_length": 128, "max_length": 130,
-                                           "scale_spans": True, "epochs": 100, "eval_steps": 100, "save_steps": 100})
-for _method, _data in _CI_DATA.items():
-    _extra = {"generator": "cselab/tiny-mlm"} if _method == "diffcse" else {}
-    PRESETS[f"{_method}-ci"] = TrainConfig(method=_method, train_file=str(COURSE_DATA / _data), **_CI, **_extra)
-    _laptop_lr = {"unsup-simcse": 5e-5, "sup-simcse": 1e-4, "esimcse": 5e-5, "diffcse": 2e-5}[_method]
-    PRESETS[f"{_method}-laptop"] = TrainConfig(
-        method=_method, train_file="nli" if _method == "sup-simcse" else "wiki1m", learning_rate=_laptop_lr,
-        **_LAPTOP)
 
-# ci for SimCSE: the pretrained offline encoder cselab/smollm2-2l (SmolLM2-135M-Instruct's first two blocks, mean
-# pooling of the raw block-2 state) on real sentences when the data root has them ("text:unlabeled": the wiki1m
-# sample; "text:nli": the SNLI triplets), else the shipped files; a fixed 500-pair subset of STS-B dev, evaluated
-# every 10 steps, keeps the best checkpoint (SimCSE's model selection). 40 steps of batch 32 at lr 2e-4, about
-# 0.3 s (unsupervised) and 0.5 s (supervised) a step on 2 cores: unsupervised training first repairs the massive
-# block-2 dimensions, then over-fits the dropout task and falls (data/README.md), so the runs stay short.
-# The former ci presets stay as "-tiny": the random cselab/tiny on the toy files, the one encoder that every method
-# of chapter 09's comparison (and chapter 07's DeCLUTR vs SimCSE) shares in ci, and a fast preset for tests.
-for _method in ("unsup-simcse", "sup-simcse", "esimcse", "diffcse", "declutr"):
-    PRESETS[f"{_method}-tiny"] = PRESETS[f"{_method}-ci"]
-_CI_LM = dict(model=SMOLLM2_PRESET, pooler_type="avg", batch_size=32, learning_rate=2e-4, max_steps=40, eval_steps=10,
-              save_steps=10, log_steps=5, eval_data="auto", eval_max_pairs=500, device="cpu", precision="fp32")
-PRESETS["unsup-simcse-ci"] = TrainConfig(method="unsup-simcse", train_file="text:unlabeled", **_CI_LM)
-PRESETS["sup-simcse-ci"] = TrainConfig(method="sup-simcse", train_file="text:nli", **_CI_LM)
-# ESimCSE: the paper's repetition rate, queue and momentum on the same encoder, data and budget.
-PRESETS["esimcse-ci"] = TrainConfig(method="esimcse", train_file="text:unlabeled", dup_rate=0.32, queue_size=160,
-                                    momentum=0.995, **_CI_LM)
-# DiffCSE: SmolLM2 has no masked LM, so the generator is all of SmolLM2 as a causal LM (greedy next token after the
-# original prefix, cselab.methods.diffcse.CausalGenerator); λ and the masking ratio are the BERT run script's.
-PRESETS["diffcse-ci"] = TrainConfig(method="diffcse", train_file="text:unlabeled", generator="cselab/smollm2-lm",
-                                    lambda_weight=0.005, masking_ratio=0.30, batchnorm=True, **_CI_LM)
-# DeCLUTR: the WikiText-2 test articles (else the toy stories), 8 documents a step, spans of 16-64 tokens (scaled
-# down for short documents); the decoder has no MLM head, so this is the official contrastive_only ablation.
-PRESETS["declutr-ci"] = TrainConfig(**{**_DECLUTR, **_CI_LM, "train_file": "text:documents", "batch_size": 8,
-                                       "min_span_length": 16, "max_span_length": 64, "max_length": 66,
-                                       "scale_spans": True, "mlm_weight": 0.0, "epochs": 100})
+class _Presets(Mapping):
+    """Preset name -> :class:`TrainConfig`, filled by the method modules (:func:`register_presets`).
 
-# NGCSE scripts/train_{bert,roberta}_{wiki,nli}_sts.sh (reference §8.4; appendix Table 6): lr 1e-5, batch 256,
-# len 32, tau 0.05, beta 1, --pooler_type mask, --use_native_loss --use_loss3 (InfoNCE + HT), eval/save/log every
-# 125 steps, no --fp16; embeddings frozen, bare Linear head (custom_param_init). Wiki.STS_HT: data/wiki_sts.jsonl,
-# 1 epoch, margins '[[5e-3, 5e-2], []]'; NLI.STS_HT: data/nli_sts.jsonl, 3 epochs, margins (5e-3, 1e-1); the
-# collator holds generated groups back until aigen_batch_size = 48 can go in one step (cselab/methods/ngcse.py).
-_NGCSE = dict(method="ngcse", learning_rate=1e-5, batch_size=256, epochs=1, max_length=32, temperature=0.05,
-              margins=(5e-3, 5e-2), beta=1.0, positive_index=None, pooler_type="mask", freeze_embeddings=True,
-              pair_template=True, aigen_batch_size=48, eval_steps=125, save_steps=125, log_steps=125, precision="fp32")
-_NGCSE_NLI = {**_NGCSE, "epochs": 3, "margins": (5e-3, 1e-1)}
-for _backbone, _model in (("bert-base", "bert-base-uncased"), ("roberta-base", "roberta-base")):
-    PRESETS[f"ngcse-wiki-sts-ht-{_backbone}"] = TrainConfig(model=_model, train_file="ngcse-wiki-sts", **_NGCSE)
-    PRESETS[f"ngcse-nli-sts-ht-{_backbone}"] = TrainConfig(model=_model, train_file="ngcse-nli-sts", **_NGCSE_NLI)
-# ci: the shipped NLI triplets as K = 3 groups (premise, entailment -> '5', contradiction -> '4'), NLI.STS_HT's
-# margins and frozen embeddings, the _CI budget (96 steps) and, like every ci preset, mean pooling: a random
-# encoder's [CLS] or prompt [MASK] state summarises little (PromptBERT's [MASK] pooling relies on a pre-trained
-# MLM). Measured on the shipped pairs, seed 42, 96 steps: avg (no head) 54.67 -> 80.35; mask 15.83 -> 23.06;
-# mask without freezing the embeddings 15.83 -> 45.52; cls 50.95 -> 50.72.
-# aigen_batch_size scaled with the batch (48 of 256 -> 16 of 32): the toy triplets are all generated-style groups,
-# so every drawn batch holds 32 of them and goes out as drawn.
-PRESETS["ngcse-tiny"] = TrainConfig(**{**_NGCSE_NLI, **_CI, "train_file": str(COURSE_DATA / "toy_nli.csv"),
-                                       "aigen_batch_size": 16})
-# ci: the pretrained cselab/smollm2-2l (mean pooling; its embeddings are already frozen by the cut) on the SNLI
-# triplets as K = 3 groups (else the toy triplets), NLI.STS_HT's margins, the SimCSE ci budget; every batch of 32
-# groups goes out as drawn (aigen_batch_size = batch size).
-PRESETS["ngcse-ci"] = TrainConfig(**{**_NGCSE_NLI, **_CI_LM, "train_file": "text:nli", "aigen_batch_size": 32,
-                                     "freeze_embeddings": False})
-# laptop: the small BERT on NLI.STS_HT's data, 500 steps; lr 5e-5 = the top of the paper's grid {1e-5, 3e-5,
-# 5e-5} (a 4-layer model, like the other laptop presets' raised rates; not tuned).
-PRESETS["ngcse-laptop"] = TrainConfig(**{**_NGCSE_NLI, **_LAPTOP, "train_file": "ngcse-nli-sts", "learning_rate": 5e-5,
-                                         "log_steps": 10})
+    Reading it imports :mod:`cselab.methods`, so every course method's presets are there."""
+
+    def __init__(self) -> None:
+        self._presets: dict[str, TrainConfig] = {}
+
+    def _loaded(self) -> dict[str, TrainConfig]:
+        import cselab.methods  # noqa: F401  (its modules call register_presets)
+
+        return self._presets
+
+    def __getitem__(self, name: str) -> TrainConfig:
+        return self._loaded()[name]
+
+    def __iter__(self):
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
+PRESETS: Mapping[str, TrainConfig] = _Presets()
+
+
+def register_presets(presets: dict[str, TrainConfig]) -> None:
+    """Add a method module's presets; a taken name is an error, so no module silently replaces another's."""
+    for name, config in presets.items():
+        if name in PRESETS._presets:
+            raise ValueError(f"preset {name!r} is already registered; pick another name.")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"preset {name!r} is a {type(config).__name__}, not a TrainConfig.")
+        PRESETS._presets[name] = config
 
 
 def parse_value(config_field: dataclasses.Field, text: str):

@@ -57,7 +57,7 @@ def _check_info_nce(anchors, positives, temperature, negatives, hard_negative_we
             raise ValueError("a queue is not defined for the symmetric (NT-Xent) form; use symmetric=False.")
 
 
-def simcse_logits(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
+def in_batch_logits(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
                   negatives: torch.Tensor | None = None, hard_negative_weight: float = 0.0,
                   queue: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """SimCSE's one-directional logits and targets (Eq. 1; Eq. 8 with ``negatives``; ESimCSE's queue).
@@ -125,7 +125,7 @@ def info_nce(
     row's denominator, (B, 2B), and ``hard_negative_weight`` (= log alpha) is added to the
     logit of the row's *own* hard negative only. ``queue`` (ESimCSE's momentum queue, reference
     §5.2; MoCo): M more negatives shared by every row, (B, B + M); pass them detached.
-    See :func:`simcse_logits`.
+    See :func:`in_batch_logits`.
 
     ``symmetric=True`` (NT-Xent of SimCLR / DeCLUTR, :func:`nt_xent_logits`): 2B rows, each
     targeting its partner, 2B - 2 negatives per row.
@@ -151,7 +151,7 @@ def info_nce(
     if symmetric:
         logits, targets = nt_xent_logits(anchors, positives, temperature)
     else:
-        logits, targets = simcse_logits(anchors, positives, temperature, negatives, hard_negative_weight, queue)
+        logits, targets = in_batch_logits(anchors, positives, temperature, negatives, hard_negative_weight, queue)
     if decoupled:
         if logits.shape[1] - (2 if symmetric else 1) < 1:  # NT-Xent's own column is masked out too
             raise ValueError("the decoupled loss needs at least one negative per row: use a batch of 2 or more.")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy.spatial.distance import pdist
 
-from cselab.losses import (alignment, cosine_matrix, decoupled_loss, info_nce, nt_xent_logits, simcse_logits,
+from cselab.losses import (alignment, cosine_matrix, decoupled_loss, info_nce, nt_xent_logits, in_batch_logits,
                            uniformity)
 
 
@@ -863,7 +863,7 @@ def test_dispersive_gradient_pushes_points_apart_and_bad_arguments():
 def test_simcse_logits_with_cross_entropy_and_dcl_match_the_naive_loops(alpha):
     a, p, n = _triple(7, 5)
     kwargs = {} if alpha is None else {"negatives": n, "hard_negative_weight": math.log(alpha)}
-    logits, targets = simcse_logits(a, p, 0.05, **kwargs)
+    logits, targets = in_batch_logits(a, p, 0.05, **kwargs)
     assert logits.shape == (5, 5 if alpha is None else 10) and targets.tolist() == list(range(5))
     ref = dict(negatives=None if alpha is None else n, alpha=alpha or 1.0)
     np.testing.assert_allclose(_np(torch.nn.functional.cross_entropy(logits, targets, reduction="none")),
@@ -875,11 +875,11 @@ def test_simcse_logits_with_cross_entropy_and_dcl_match_the_naive_loops(alpha):
 def test_simcse_logits_append_one_column_per_queue_entry():
     a, p, _ = _triple(8, 4)
     queue = _randn(9, 3, 8)
-    logits, _ = simcse_logits(a, p, 0.1, queue=queue)
+    logits, _ = in_batch_logits(a, p, 0.1, queue=queue)
     assert logits.shape == (4, 7)
     expected = _unit(_np(a)) @ _unit(_np(queue)).T / 0.1  # numpy cosines, (B, M)
     np.testing.assert_allclose(_np(logits[:, 4:]), expected, rtol=1e-10)
-    assert simcse_logits(a, p, 0.1, queue=queue[:0])[0].shape == (4, 4)  # M = 0 adds nothing
+    assert in_batch_logits(a, p, 0.1, queue=queue[:0])[0].shape == (4, 4)  # M = 0 adds nothing
 
 
 def test_nt_xent_logits_with_cross_entropy_and_dcl_match_the_naive_loops():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from .base import REGISTRY, build_method, method_names, register
+from . import simcse, esimcse, diffcse, declutr, ngcse  # noqa: I001  registration (and preset) order = teaching order
 from .declutr import DeCLUTR, MLMHead, load_mlm_head
 from .diffcse import DiffCSE, load_generator
 from .esimcse import ESimCSE

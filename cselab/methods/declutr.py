@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import mask_tokens, sample_spans
+from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, register_presets
 from ..distributed import gather_with_grad, rank, world_size
 from ..encoders import TINY_PRESET, SentenceEncoder, masked_mean
 from ..losses import info_nce
@@ -300,3 +301,35 @@ def build_declutr(config, encoder: SentenceEncoder) -> DeCLUTR:
                    sampling=config.span_sampling, scale_spans=config.scale_spans,
                    mlm_probability=config.masking_ratio, mlm_weight=config.mlm_weight,
                    max_length=config.max_length, seed=config.seed, scale_fix=config.scale_fix)
+
+
+# ------------------------------------------------------------------ presets
+# DeCLUTR training_config/declutr.jsonnet (reference §7.3): 4 documents per step (8 anchors, 16
+# positives), 1 epoch, lr 5e-5, AdamW eps 1e-6, weight decay 0.1 (not on bias/LayerNorm), grad norm 1,
+# slanted triangular schedule, AMP, tau 0.05, spans 32-512, MLM 15 %, mean pooling. DeCLUTR selects no
+# checkpoint; here STS-B dev is still evaluated every 1000 steps and OUTPUT/best kept (the final model
+# is the result's final_score). correct_bias=False of AllenNLP's AdamW has no torch equivalent.
+_DECLUTR = dict(method="declutr", train_file="openwebtext", batch_size=4, learning_rate=5e-5, epochs=1,
+                max_length=512, temperature=0.05, pooler_type="avg", weight_decay=0.1, adam_epsilon=1e-6,
+                lr_schedule="slanted_triangular", num_anchors=2, num_positives=2, min_span_length=32,
+                max_span_length=512, masking_ratio=0.15, mlm_weight=1.0, eval_steps=1000, save_steps=1000)
+PRESETS = {
+    "declutr-small": TrainConfig(model="distilroberta-base", **_DECLUTR),
+    "declutr-base": TrainConfig(model="roberta-base", **_DECLUTR),
+    # "-tiny": the course's 96 toy stories (data/toy_docs.jsonl, 111-436 tokens), spans of 8-32 tokens scaled
+    # down for the shortest stories, 8 stories per step, 8 epochs = 96 steps like the other "-tiny" presets.
+    "declutr-tiny": TrainConfig(**{**_DECLUTR, "min_span_length": 8, "max_span_length": 32, "max_length": 64,
+                                   **CI_TINY, "train_file": str(COURSE_DATA / "toy_docs.jsonl"), "batch_size": 8,
+                                   "epochs": 8, "scale_spans": True}),
+    # laptop: a small pretrained BERT on the 60 WikiText articles of `cselab download wikitext-docs`
+    # (433-13,916 words): spans of 32-128 tokens, scaled down for the shortest articles, 500 steps.
+    "declutr-laptop": TrainConfig(**{**_DECLUTR, **LAPTOP, "train_file": "wikitext-docs", "batch_size": 4,
+                                     "min_span_length": 32, "max_span_length": 128, "max_length": 130,
+                                     "scale_spans": True, "epochs": 100, "eval_steps": 100, "save_steps": 100}),
+    # ci: the WikiText-2 test articles (else the toy stories), 8 documents a step, spans of 16-64 tokens (scaled
+    # down for short documents); the decoder has no MLM head, so this is the official contrastive_only ablation.
+    "declutr-ci": TrainConfig(**{**_DECLUTR, **CI_PRETRAINED, "train_file": "text:documents", "batch_size": 8,
+                                 "min_span_length": 16, "max_span_length": 64, "max_length": 66,
+                                 "scale_spans": True, "mlm_weight": 0.0, "epochs": 100}),
+}
+register_presets(PRESETS)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from ..augment import repeat_batch
+from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, register_presets
 from ..distributed import gather_with_grad
 from ..encoders import SentenceEncoder
 from ..losses import info_nce
@@ -113,3 +114,23 @@ def build_esimcse(config, encoder: SentenceEncoder) -> ESimCSE:
     return ESimCSE(encoder, temperature=config.temperature, dup_rate=config.dup_rate, queue_size=config.queue_size,
                    momentum=config.momentum, momentum_init=config.momentum_init, seed=config.seed,
                    pooler_type=config.pooler_type, initializer_range=initializer_range(encoder))
+
+
+# ------------------------------------------------------------------ presets
+# ESimCSE/run.sh: batch 64, 1 epoch, len 32, tau 0.05, momentum 0.995, queue 160, eval 125, fp16;
+# momentum_init="random" is what the official code does (its published numbers), see the module docstring.
+# ci: the paper's repetition rate, queue and momentum on the pretrained offline encoder, data and budget of
+# unsup-simcse-ci; "-tiny" and laptop as for SimCSE.
+PRESETS = {
+    "esimcse-bert-base": TrainConfig(method="esimcse", model="bert-base-uncased", train_file="wiki1m",
+                                     batch_size=64, learning_rate=3e-5, dup_rate=0.32, queue_size=160,
+                                     momentum=0.995, momentum_init="random"),
+    "esimcse-roberta-base": TrainConfig(method="esimcse", model="roberta-base", train_file="wiki1m",
+                                        batch_size=64, learning_rate=1e-5, dup_rate=0.30, queue_size=160,
+                                        momentum=0.995, momentum_init="random"),
+    "esimcse-tiny": TrainConfig(method="esimcse", train_file=str(COURSE_DATA / "toy_corpus.tsv"), **CI_TINY),
+    "esimcse-laptop": TrainConfig(method="esimcse", train_file="wiki1m", learning_rate=5e-5, **LAPTOP),
+    "esimcse-ci": TrainConfig(method="esimcse", train_file="text:unlabeled", dup_rate=0.32, queue_size=160,
+                              momentum=0.995, **CI_PRETRAINED),
+}
+register_presets(PRESETS)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, register_presets
 from ..distributed import gather_with_grad
 from ..encoders import SentenceEncoder, pool
 from ..losses import info_nce
@@ -127,3 +128,28 @@ def build_sup_simcse(config, encoder: SentenceEncoder) -> SimCSE:
     return SimCSE(encoder.model.config.hidden_size, supervised=True, temperature=config.temperature,
                   hard_negative_weight=config.hard_negative_weight, initializer_range=initializer_range(encoder),
                   pooler_type=config.pooler_type)
+
+
+# ------------------------------------------------------------------ presets
+# SimCSE Table A.1 / run_unsup_example.sh: batch 64, lr 3e-5, 1 epoch, len 32, tau 0.05, fp16; Table A.1:
+# RoBERTa-base batch 512, lr 1e-5. run_sup_example.sh: global batch 512 (4 GPUs x 128), lr 5e-5, 3 epochs, tau 0.05,
+# hard negative weight 0. laptop: the small BERT, 500 steps (lr raised for 4 layers, not tuned). ci: the pretrained
+# offline encoder on the wiki1m sample / the SNLI triplets; "-tiny": the random cselab/tiny on the shipped toy files
+# (chapter 09's shared encoder in ci, and a fast preset for tests).
+PRESETS = {
+    "unsup-simcse-bert-base": TrainConfig(method="unsup-simcse", model="bert-base-uncased", train_file="wiki1m",
+                                          batch_size=64, learning_rate=3e-5),
+    "unsup-simcse-roberta-base": TrainConfig(method="unsup-simcse", model="roberta-base", train_file="wiki1m",
+                                             batch_size=512, learning_rate=1e-5),
+    "sup-simcse-bert-base": TrainConfig(method="sup-simcse", model="bert-base-uncased", train_file="nli",
+                                        batch_size=512, learning_rate=5e-5, epochs=3),
+    "sup-simcse-roberta-base": TrainConfig(method="sup-simcse", model="roberta-base", train_file="nli",
+                                           batch_size=512, learning_rate=5e-5, epochs=3),
+    "unsup-simcse-tiny": TrainConfig(method="unsup-simcse", train_file=str(COURSE_DATA / "toy_corpus.tsv"), **CI_TINY),
+    "unsup-simcse-laptop": TrainConfig(method="unsup-simcse", train_file="wiki1m", learning_rate=5e-5, **LAPTOP),
+    "sup-simcse-tiny": TrainConfig(method="sup-simcse", train_file=str(COURSE_DATA / "toy_nli.csv"), **CI_TINY),
+    "sup-simcse-laptop": TrainConfig(method="sup-simcse", train_file="nli", learning_rate=1e-4, **LAPTOP),
+    "unsup-simcse-ci": TrainConfig(method="unsup-simcse", train_file="text:unlabeled", **CI_PRETRAINED),
+    "sup-simcse-ci": TrainConfig(method="sup-simcse", train_file="text:nli", **CI_PRETRAINED),
+}
+register_presets(PRESETS)
