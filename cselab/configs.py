@@ -180,6 +180,12 @@ class TrainConfig:
     compile_mode: str = "default"
 
     def __post_init__(self) -> None:
+        problems = self._generic_problems() + self._method_problems() + self._speed_problems()
+        if problems:
+            raise ValueError("Invalid training configuration: " + "; ".join(problems) + ".")
+
+    def _generic_problems(self) -> list[str]:
+        """The loop's, data's and model's fields (every method reads them)."""
         problems = []
         margins = self.margins
         if isinstance(margins, (list, tuple)) and all(isinstance(m, (int, float)) and not isinstance(m, bool)
@@ -229,6 +235,11 @@ class TrainConfig:
             problems.append(f"precision={self.precision!r} (choose auto, fp32, bf16, fp16)")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device={self.device!r} (choose auto, cpu, cuda)")
+        return problems
+
+    def _method_problems(self) -> list[str]:
+        """The fields one method reads (see each method module): ranges and types."""
+        problems = []
         if not 0 <= self.dup_rate <= 1:
             problems.append(f"dup_rate={self.dup_rate} (must be in [0, 1])")
         if self.queue_size < 0:
@@ -267,6 +278,11 @@ class TrainConfig:
                 self.aigen_batch_size < 0:
             problems.append(f"aigen_batch_size={self.aigen_batch_size!r} (must be an integer >= 0: generated groups "
                             "held back until this many go in one step, 0 = as drawn)")
+        return problems
+
+    def _speed_problems(self) -> list[str]:
+        """The speed options (length bucketing, static shapes, torch.compile) and boolean switches."""
+        problems = []
         if isinstance(self.length_bucketing, bool) or not isinstance(self.length_bucketing, int) or \
                 self.length_bucketing < 0:
             problems.append(f"length_bucketing={self.length_bucketing!r} (must be an integer >= 0: batches per "
@@ -286,8 +302,7 @@ class TrainConfig:
         for name in ("freeze_embeddings", "pair_template", "compile"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name}={getattr(self, name)!r} (must be True or False)")
-        if problems:
-            raise ValueError("Invalid training configuration: " + "; ".join(problems) + ".")
+        return problems
 
     @property
     def train_pooling(self) -> str:

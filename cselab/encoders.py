@@ -767,24 +767,10 @@ class SentenceEncoder(nn.Module):
         """
         import tempfile
 
-        from safetensors.torch import save_file
-
         if self.pooling in ("avg_first_last", "avg_top2", "last", "prompt"):
             raise ValueError(f"pooling={self.pooling!r} is not exported by cselab (no sentence-transformers "
                              "module here matches it); use cls, cls_before_pooler or avg.")
-        dense = None
-        if self.pooling == "cls" and self.projector is None:
-            pooler = getattr(self.model, "pooler", None)
-            if pooler is None or not hasattr(pooler, "dense"):
-                raise ValueError(f"{self.name}: pooling='cls' without a projector needs the model's pooler, and "
-                                 "this model has none; use cls_before_pooler or pass a projector.")
-            dense = (pooler.dense, "Tanh")  # pooler_output = tanh(W h_cls + b)
-        elif self.projector is not None:
-            layers = list(self.projector) if isinstance(self.projector, nn.Sequential) else [self.projector]
-            if not isinstance(layers[0], nn.Linear) or len(layers) > 2 or (
-                    len(layers) == 2 and type(layers[1]).__name__ not in ("Tanh", "Identity")):
-                raise ValueError("save_sentence_transformer supports a projector of Linear (+ Tanh) only.")
-            dense = (layers[0], type(layers[1]).__name__ if len(layers) == 2 else "Identity")
+        dense = self._export_dense()  # (Linear, activation name) or None
         import shutil
 
         path = Path(path)
@@ -796,35 +782,7 @@ class SentenceEncoder(nn.Module):
             with _quiet_transformers_progress():  # one "Writing model shards" bar per save floods logs
                 self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
-            st = "sentence_transformers.models."
-            modules = [{"idx": 0, "name": "0", "path": "", "type": st + "Transformer"},
-                       {"idx": 1, "name": "1", "path": "1_Pooling", "type": st + "Pooling"}]
-            (tmp / "sentence_bert_config.json").write_text(
-                json.dumps({"max_seq_length": self.max_length, "do_lower_case": False}, indent=2), "utf-8")
-            (tmp / "1_Pooling").mkdir()
-            mean = self.pooling == "avg"
-            (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
-                "word_embedding_dimension": self.model.config.hidden_size,
-                "pooling_mode_cls_token": not mean, "pooling_mode_mean_tokens": mean,
-                "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
-                "pooling_mode_weightedmean_tokens": False, "pooling_mode_lasttoken": False,
-                "include_prompt": True}, indent=2), "utf-8")
-            if dense is not None:
-                linear, activation = dense
-                modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": st + "Dense"})
-                (tmp / "2_Dense").mkdir()
-                (tmp / "2_Dense" / "config.json").write_text(json.dumps({
-                    "in_features": linear.in_features, "out_features": linear.out_features,
-                    "bias": linear.bias is not None,
-                    "activation_function": f"torch.nn.modules.{'activation' if activation == 'Tanh' else 'linear'}.{activation}",
-                }, indent=2), "utf-8")
-                save_file({f"linear.{k}": v.detach().cpu().contiguous() for k, v in linear.state_dict().items()},
-                          str(tmp / "2_Dense" / "model.safetensors"))
-            if self.normalize:
-                modules.append({"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_Normalize",
-                                "type": st + "Normalize"})
-                (tmp / modules[-1]["path"]).mkdir()
-            (tmp / "modules.json").write_text(json.dumps(modules, indent=2), "utf-8")
+            self._write_st_modules(tmp, dense)
             for fname, text in self._extra_files().items():  # e.g. a PromptEncoder's template
                 (tmp / fname).write_text(text, "utf-8")
             if path.exists():
@@ -839,6 +797,57 @@ class SentenceEncoder(nn.Module):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path
+
+    def _export_dense(self) -> tuple[nn.Linear, str] | None:
+        """The ``2_Dense`` layer of an export: the projector, or BERT's pooler for ``cls`` without one."""
+        dense = None
+        if self.pooling == "cls" and self.projector is None:
+            pooler = getattr(self.model, "pooler", None)
+            if pooler is None or not hasattr(pooler, "dense"):
+                raise ValueError(f"{self.name}: pooling='cls' without a projector needs the model's pooler, and "
+                                 "this model has none; use cls_before_pooler or pass a projector.")
+            dense = (pooler.dense, "Tanh")  # pooler_output = tanh(W h_cls + b)
+        elif self.projector is not None:
+            layers = list(self.projector) if isinstance(self.projector, nn.Sequential) else [self.projector]
+            if not isinstance(layers[0], nn.Linear) or len(layers) > 2 or (
+                    len(layers) == 2 and type(layers[1]).__name__ not in ("Tanh", "Identity")):
+                raise ValueError("save_sentence_transformer supports a projector of Linear (+ Tanh) only.")
+            dense = (layers[0], type(layers[1]).__name__ if len(layers) == 2 else "Identity")
+        return dense
+
+    def _write_st_modules(self, tmp: Path, dense: tuple[nn.Linear, str] | None) -> None:
+        """sentence-transformers' module folders and ``modules.json`` next to the saved transformer."""
+        from safetensors.torch import save_file
+
+        st = "sentence_transformers.models."
+        modules = [{"idx": 0, "name": "0", "path": "", "type": st + "Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": st + "Pooling"}]
+        (tmp / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": self.max_length, "do_lower_case": False}, indent=2), "utf-8")
+        (tmp / "1_Pooling").mkdir()
+        mean = self.pooling == "avg"
+        (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
+            "word_embedding_dimension": self.model.config.hidden_size,
+            "pooling_mode_cls_token": not mean, "pooling_mode_mean_tokens": mean,
+            "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False, "pooling_mode_lasttoken": False,
+            "include_prompt": True}, indent=2), "utf-8")
+        if dense is not None:
+            linear, activation = dense
+            modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": st + "Dense"})
+            (tmp / "2_Dense").mkdir()
+            (tmp / "2_Dense" / "config.json").write_text(json.dumps({
+                "in_features": linear.in_features, "out_features": linear.out_features,
+                "bias": linear.bias is not None,
+                "activation_function": f"torch.nn.modules.{'activation' if activation == 'Tanh' else 'linear'}.{activation}",
+            }, indent=2), "utf-8")
+            save_file({f"linear.{k}": v.detach().cpu().contiguous() for k, v in linear.state_dict().items()},
+                      str(tmp / "2_Dense" / "model.safetensors"))
+        if self.normalize:
+            modules.append({"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_Normalize",
+                            "type": st + "Normalize"})
+            (tmp / modules[-1]["path"]).mkdir()
+        (tmp / "modules.json").write_text(json.dumps(modules, indent=2), "utf-8")
 
     def _extra_files(self) -> dict[str, str]:
         """Files written next to the model by :meth:`save_sentence_transformer` (name -> text)."""

@@ -7,7 +7,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..losses import alignment
 from ._checking import _Case, _check
 
 
