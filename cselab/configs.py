@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .encoders import SMOLLM2_PRESET, TINY_PRESET
+from .encoders import MASK_POOLER, SMOLLM2_PRESET, TINY_PRESET, TRAIN_POOLERS, eval_pooling
 
 COURSE_DATA = Path(__file__).resolve().parents[1] / "data"
-MASK_POOLER = "mask"  # PromptBERT [MASK] pooling: NGCSE only (cselab.methods.ngcse)
 LR_SCHEDULES = ("linear", "slanted_triangular")
 SPAN_SAMPLINGS = (None, "subsuming", "adjacent")
 
@@ -196,7 +195,6 @@ class TrainConfig:
         else:
             problems.append(f"margins={margins!r} (must be a tuple of numbers, e.g. (0.005, 0.05))")
         from .methods.base import REGISTRY  # here, not at import: the method modules import this module
-        from .methods.simcse import POOLER_TYPES
 
         if self.method not in REGISTRY:  # the methods registered by cselab.methods (and any the user adds)
             problems.append(f"method={self.method!r} (choose one of {list(REGISTRY)})")
@@ -221,12 +219,14 @@ class TrainConfig:
             problems.append(f"hard_negative_weight={self.hard_negative_weight} (must be finite, or -inf for alpha = 0)")
         if not self.grad_clip > 0:
             problems.append(f"grad_clip={self.grad_clip} (must be > 0)")
-        if self.pooler_type == MASK_POOLER and self.method != "ngcse":
+        prompting = [name for name, spec in REGISTRY.items() if spec.mask_pooling]  # methods that wrap inputs
+        spec = REGISTRY.get(self.method)
+        if self.pooler_type == MASK_POOLER and not (spec and spec.mask_pooling):
             problems.append(f"pooler_type={MASK_POOLER!r} with method={self.method!r} ([MASK] prompt pooling is "
-                            f"method 'ngcse' only; {self.method} takes one of {list(POOLER_TYPES)})")
-        elif self.pooler_type not in (*POOLER_TYPES, MASK_POOLER):
-            problems.append(f"pooler_type={self.pooler_type!r} (choose one of {list(POOLER_TYPES)}, or "
-                            f"{MASK_POOLER!r} with method 'ngcse')")
+                            f"for {prompting} only; {self.method} takes one of {list(TRAIN_POOLERS)})")
+        elif self.pooler_type not in (*TRAIN_POOLERS, MASK_POOLER):
+            problems.append(f"pooler_type={self.pooler_type!r} (choose one of {list(TRAIN_POOLERS)}, or "
+                            f"{MASK_POOLER!r} with method {prompting})")
         if self.eval_max_pairs is not None and self.eval_max_pairs < 2:
             problems.append(f"eval_max_pairs={self.eval_max_pairs} (must be >= 2 or None)")
         if self.eval_data not in EVAL_DATA_NAMES:
@@ -319,9 +319,10 @@ class TrainConfig:
         """cls: raw [CLS] (MLP only at train time: unsup SimCSE, ESimCSE, DiffCSE, NGCSE), sup SimCSE
         [CLS] + MLP (SimCSE §2.2, §3.2); ``mask``: raw [MASK] state of the prompt
         (:class:`cselab.encoders.PromptEncoder`); otherwise the pooler itself."""
-        if self.pooler_type != "cls":
-            return self.pooler_type
-        return "cls" if self.method == "sup-simcse" else "cls_before_pooler"
+        from .methods.base import REGISTRY
+
+        spec = REGISTRY.get(self.method)
+        return eval_pooling(self.pooler_type, mlp_at_eval=bool(spec and spec.mlp_at_eval))
 
     @property
     def eval_data_name(self) -> str:

@@ -49,6 +49,22 @@ POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2", "las
 # The text template of ``prompt`` pooling (Jiang et al. 2023); ``{sentence}`` is replaced by the sentence.
 DEFAULT_PROMPT = 'This sentence : "{sentence}" means in one word:"'
 LAYER_POOLERS = ("cls_before_pooler", "avg", "last", "prompt")  # the poolers encode_layers applies per layer
+# The poolers a method trains with (SimCSE's --pooler_type): ``cls`` is the [CLS] vector under the method's own
+# MLP; MASK_POOLER is PromptBERT's [MASK] state of a template (a method that wraps its inputs, NGCSE's).
+TRAIN_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+MASK_POOLER = "mask"
+
+
+def eval_pooling(pooler_type: str, mlp_at_eval: bool = False) -> str:
+    """The evaluation pooling of a training pooler, the one rule for every method.
+
+    ``cls`` trains through the method's MLP over the raw [CLS]; the evaluation takes the raw [CLS]
+    (``cls_before_pooler``, SimCSE's ``--mlp_only_train``, Table 6) unless the MLP is kept
+    (``mlp_at_eval``: supervised SimCSE, §4). ``mask`` stays the [MASK] state; any other pooler is
+    its own evaluation pooling."""
+    if pooler_type == "cls" and not mlp_at_eval:
+        return "cls_before_pooler"
+    return pooler_type
 TINY_PRESET = "cselab/tiny"
 COURSE_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 TINY_VOCAB = COURSE_DATA_DIR / "tiny_vocab.txt"

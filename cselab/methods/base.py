@@ -34,23 +34,28 @@ class MethodSpec:
     name: str
     build: Callable[..., nn.Module]
     fields: tuple[str, ...] = ()
+    mlp_at_eval: bool = False  # its MLP over [CLS] is kept for evaluation (supervised SimCSE)
+    mask_pooling: bool = False  # it wraps inputs in a prompt and may pool at [MASK] (NGCSE)
 
 
 REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, *, fields: tuple[str, ...] = ()) -> Callable:
+def register(name: str, *, fields: tuple[str, ...] = (), mlp_at_eval: bool = False,
+             mask_pooling: bool = False) -> Callable:
     """Decorator: register ``build(config, encoder) -> method`` under ``name``.
 
     ``fields`` are the ``TrainConfig`` fields this method reads beyond the generic ones (printed
-    configurations show them only for this method). Registering a taken name is an error, so that
-    two modules cannot silently replace each other.
+    configurations show them only for this method). ``mlp_at_eval``: the method's MLP over [CLS]
+    stays in the evaluation encoder (:func:`cselab.encoders.eval_pooling`); ``mask_pooling``: the
+    method wraps its inputs in a prompt and accepts ``pooler_type="mask"``. Registering a taken name
+    is an error, so that two modules cannot silently replace each other.
     """
     def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in REGISTRY:
             raise ValueError(f"method {name!r} is already registered (by {REGISTRY[name].build.__module__}); "
                              "pick another name or unregister it first.")
-        REGISTRY[name] = MethodSpec(name, build, tuple(fields))
+        REGISTRY[name] = MethodSpec(name, build, tuple(fields), mlp_at_eval, mask_pooling)
         return build
 
     return decorator

@@ -52,10 +52,10 @@ from torch import nn
 from ..augment import mask_tokens
 from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, register_presets
 from ..distributed import gather_with_grad
-from ..encoders import SentenceEncoder
+from ..encoders import TRAIN_POOLERS, SentenceEncoder, eval_pooling
 from ..losses import info_nce, replaced_token_detection_loss
 from .base import initializer_range, register
-from .simcse import POOLER_TYPES, forward_and_pool, simcse_mlp
+from .simcse import forward_and_pool, simcse_mlp
 
 
 class ProjectionMLP(nn.Module):
@@ -220,8 +220,8 @@ class DiffCSE(nn.Module):
                  pooler_type: str = "cls", rtd_include_padding: bool = True,
                  initializer_range: float = 0.02) -> None:
         super().__init__()
-        if pooler_type not in POOLER_TYPES:
-            raise ValueError(f"pooler_type={pooler_type!r}; choose one of {list(POOLER_TYPES)}.")
+        if pooler_type not in TRAIN_POOLERS:
+            raise ValueError(f"pooler_type={pooler_type!r}; choose one of {list(TRAIN_POOLERS)}.")
         if not 0.0 < masking_ratio < 1.0:
             raise ValueError(f"masking_ratio={masking_ratio} must be in (0, 1) (DiffCSE: 0.30).")
         if not lambda_weight >= 0.0:
@@ -312,8 +312,7 @@ class DiffCSE(nn.Module):
 
     def eval_encoder(self, encoder: SentenceEncoder) -> SentenceEncoder:
         """Evaluation without the projector: raw [CLS] (``cls_before_pooler``) or the pooler itself."""
-        pooling = "cls_before_pooler" if self.pooler_type == "cls" else self.pooler_type
-        return SentenceEncoder(encoder.model, encoder.tokenizer, pooling, name=encoder.name)
+        return SentenceEncoder(encoder.model, encoder.tokenizer, eval_pooling(self.pooler_type), name=encoder.name)
 
 
 @register("diffcse", fields=("generator", "lambda_weight", "masking_ratio", "batchnorm", "rtd_include_padding"))

@@ -65,14 +65,15 @@ from torch import nn
 
 from .. import distributed as dist_utils
 from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, register_presets
-from ..encoders import PromptEncoder, PromptTemplate, SentenceEncoder, mask_pool
+from ..encoders import (MASK_POOLER, TRAIN_POOLERS, PromptEncoder, PromptTemplate, SentenceEncoder, eval_pooling,
+                        mask_pool)
 from ..losses import hierarchical_triplet_loss, info_nce
 from .base import register
-from .simcse import POOLER_TYPES, forward_and_pool
+from .simcse import forward_and_pool
 
 LEVEL_COLUMNS = ("level5", "level4", "level3")  # NGCSE's keys '5', '4', '3' (STS pattern)
 NLI_LEVEL_COLUMNS = ("level5", "level4")  # NLI pattern: '5' entailment, '4' contradiction
-NGCSE_POOLER_TYPES = (*POOLER_TYPES, "mask")
+NGCSE_POOLER_TYPES = (*TRAIN_POOLERS, MASK_POOLER)
 
 
 def ngcse_head(hidden_size: int, std: float = 6e-3) -> nn.Linear:
@@ -321,8 +322,7 @@ class NGCSE(nn.Module):
         """Evaluation encoder sharing the weights: raw [MASK] (PromptEncoder), raw [CLS], or the pooler; no head."""
         if self.pooler_type == "mask":
             return PromptEncoder(encoder.model, encoder.tokenizer, self.template, name=encoder.name)
-        pooling = "cls_before_pooler" if self.pooler_type == "cls" else self.pooler_type
-        return SentenceEncoder(encoder.model, encoder.tokenizer, pooling, name=encoder.name)
+        return SentenceEncoder(encoder.model, encoder.tokenizer, eval_pooling(self.pooler_type), name=encoder.name)
 
 
 def freeze_embedding_layer(encoder: SentenceEncoder) -> list[str]:
@@ -339,7 +339,7 @@ def freeze_embedding_layer(encoder: SentenceEncoder) -> list[str]:
 
 
 @register("ngcse", fields=("margins", "beta", "positive_index", "freeze_embeddings", "pair_template",
-                           "aigen_batch_size"))
+                           "aigen_batch_size"), mask_pooling=True)
 def build_ngcse(config, encoder: SentenceEncoder) -> NGCSE:
     """The levels narrow to those of the training data (:meth:`NGCSE.prepare_dataset`)."""
     return NGCSE(encoder, levels=LEVEL_COLUMNS, temperature=config.temperature, margins=config.margins,

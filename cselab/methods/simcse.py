@@ -28,7 +28,7 @@ from torch import nn
 
 from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, register_presets
 from ..distributed import gather_with_grad
-from ..encoders import SentenceEncoder, pool
+from ..encoders import TRAIN_POOLERS, SentenceEncoder, pool
 from ..losses import info_nce
 from .base import initializer_range, register
 
@@ -41,7 +41,7 @@ def simcse_mlp(hidden_size: int, initializer_range: float = 0.02) -> nn.Sequenti
     return nn.Sequential(linear, nn.Tanh())
 
 
-POOLER_TYPES = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+POOLER_TYPES = TRAIN_POOLERS  # the poolers SimCSE-style methods train with (cselab.encoders)
 
 
 def forward_and_pool(model: nn.Module, batch: dict[str, torch.Tensor], pooler_type: str,
@@ -122,7 +122,7 @@ def build_unsup_simcse(config, encoder: SentenceEncoder) -> SimCSE:
                   initializer_range=initializer_range(encoder), pooler_type=config.pooler_type)
 
 
-@register("sup-simcse", fields=("hard_negative_weight",))
+@register("sup-simcse", fields=("hard_negative_weight",), mlp_at_eval=True)
 def build_sup_simcse(config, encoder: SentenceEncoder) -> SimCSE:
     """Supervised SimCSE (§4): NLI entailments as positives, contradictions as hard negatives."""
     return SimCSE(encoder.model.config.hidden_size, supervised=True, temperature=config.temperature,
