@@ -21,7 +21,6 @@ from .encoders import MASK_POOLER, SMOLLM2_PRESET, TINY_PRESET, TRAIN_POOLERS, e
 
 COURSE_DATA = Path(__file__).resolve().parents[1] / "data"
 LR_SCHEDULES = ("linear", "slanted_triangular")
-SPAN_SAMPLINGS = (None, "subsuming", "adjacent")
 
 
 EVAL_DATA_NAMES = {"stsb-dev": "STS-B dev", "sample": "the shipped scored pairs (data/sts_sample.tsv)",
@@ -227,6 +226,12 @@ class TrainConfig:
         elif self.pooler_type not in (*TRAIN_POOLERS, MASK_POOLER):
             problems.append(f"pooler_type={self.pooler_type!r} (choose one of {list(TRAIN_POOLERS)}, or "
                             f"{MASK_POOLER!r} with method {prompting})")
+        if not self.weight_decay >= 0 or self.weight_decay == float("inf"):
+            problems.append(f"weight_decay={self.weight_decay} (must be finite and >= 0)")
+        if not 0 < self.adam_epsilon < 1:
+            problems.append(f"adam_epsilon={self.adam_epsilon} (must be in (0, 1))")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule={self.lr_schedule!r} (choose one of {list(LR_SCHEDULES)})")
         if self.eval_max_pairs is not None and self.eval_max_pairs < 2:
             problems.append(f"eval_max_pairs={self.eval_max_pairs} (must be >= 2 or None)")
         if self.eval_data not in EVAL_DATA_NAMES:
@@ -238,46 +243,14 @@ class TrainConfig:
         return problems
 
     def _method_problems(self) -> list[str]:
-        """The fields one method reads (see each method module): ranges and types."""
+        """The method fields, each checked by the module of the method that reads it (its ``check``)."""
+        from .methods.base import REGISTRY
+
         problems = []
-        if not 0 <= self.dup_rate <= 1:
-            problems.append(f"dup_rate={self.dup_rate} (must be in [0, 1])")
-        if self.queue_size < 0:
-            problems.append(f"queue_size={self.queue_size} (must be >= 0; 0 = no queue)")
-        if not 0 <= self.momentum <= 1:
-            problems.append(f"momentum={self.momentum} (must be in [0, 1])")
-        if self.momentum_init not in ("copy", "random"):
-            problems.append(f"momentum_init={self.momentum_init!r} (choose 'copy' or 'random')")
-        if not 0 < self.masking_ratio < 1:
-            problems.append(f"masking_ratio={self.masking_ratio} (must be in (0, 1))")
-        if not self.lambda_weight >= 0 or self.lambda_weight == float("inf"):
-            problems.append(f"lambda_weight={self.lambda_weight} (must be finite and >= 0)")
-        if not self.weight_decay >= 0 or self.weight_decay == float("inf"):
-            problems.append(f"weight_decay={self.weight_decay} (must be finite and >= 0)")
-        if not 0 < self.adam_epsilon < 1:
-            problems.append(f"adam_epsilon={self.adam_epsilon} (must be in (0, 1))")
-        if self.lr_schedule not in LR_SCHEDULES:
-            problems.append(f"lr_schedule={self.lr_schedule!r} (choose one of {list(LR_SCHEDULES)})")
-        for name in ("num_anchors", "num_positives", "min_span_length", "max_span_length"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
-        if self.min_span_length > self.max_span_length:
-            problems.append(f"min_span_length={self.min_span_length} > max_span_length={self.max_span_length}")
-        if self.span_sampling not in SPAN_SAMPLINGS:
-            problems.append(f"span_sampling={self.span_sampling!r} (choose None, 'subsuming' or 'adjacent')")
-        if not self.mlm_weight >= 0 or self.mlm_weight == float("inf"):
-            problems.append(f"mlm_weight={self.mlm_weight} (must be finite and >= 0)")
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not (
-                math.isfinite(self.beta) and self.beta >= 0):
-            problems.append(f"beta={self.beta!r} (must be finite and >= 0)")
-        if self.positive_index is not None and (isinstance(self.positive_index, bool) or not isinstance(
-                self.positive_index, int) or self.positive_index < 1):
-            problems.append(f"positive_index={self.positive_index!r} (must be an integer >= 1, 1 = level '5', "
-                            "or None for the official 2 if K > 3 else 1)")
-        if isinstance(self.aigen_batch_size, bool) or not isinstance(self.aigen_batch_size, int) or \
-                self.aigen_batch_size < 0:
-            problems.append(f"aigen_batch_size={self.aigen_batch_size!r} (must be an integer >= 0: generated groups "
-                            "held back until this many go in one step, 0 = as drawn)")
+        for spec in REGISTRY.values():
+            for problem in spec.check(self) if spec.check else ():
+                if problem not in problems:  # a field two methods read (masking_ratio) is reported once
+                    problems.append(problem)
         return problems
 
     def _speed_problems(self) -> list[str]:
@@ -423,6 +396,26 @@ def parse_value(config_field: dataclasses.Field, text: str):
         raise ValueError(f"--set {config_field.name}={text!r}: expected {kind}.") from None
 
 
+def _method_field(key: str, base: TrainConfig, overrides: dict[str, str]) -> str:
+    """``esimcse.queue_size`` -> ``queue_size``, after checking that the run trains that method and that the
+    field is one it reads (a plain key passes through)."""
+    if "." not in key:
+        return key
+    from .methods.base import REGISTRY
+
+    method, field_name = key.split(".", 1)
+    if method not in REGISTRY:
+        raise ValueError(f"--set {key}: no method {method!r}; registered: {list(REGISTRY)}.")
+    trained = overrides.get("method", base.method)
+    if method != trained:
+        raise ValueError(f"--set {key}: this run trains {trained!r}, not {method!r}; set {trained}.<field> or "
+                         f"method={method}.")
+    if field_name not in REGISTRY[method].fields:
+        raise ValueError(f"--set {key}: {method} has no field {field_name!r}; its fields are "
+                         f"{list(REGISTRY[method].fields)} (generic fields take no prefix).")
+    return field_name
+
+
 def resolve_config(preset: str, overrides: dict[str, str] | list[str] | None = None, **values) -> TrainConfig:
     """A preset with ``key=value`` text overrides (CLI) and/or typed keyword overrides (Python).
 
@@ -442,6 +435,7 @@ def resolve_config(preset: str, overrides: dict[str, str] | list[str] | None = N
         overrides = pairs
     parsed = {}
     for key, text in (overrides or {}).items():
+        key = _method_field(key, PRESETS[preset], overrides or {})
         if key not in known:
             raise ValueError(f"Unknown configuration key {key!r}; known keys: {sorted(known)}.")
         parsed[key] = parse_value(known[key], text)

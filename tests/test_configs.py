@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -481,3 +482,35 @@ def test_a_train_config_json_of_an_earlier_version_still_loads_and_its_finished_
     result = run_or_load(want, run)  # nothing to train: the finished run is loaded
     assert (result.steps, result.best_score) == (40, 65.0)
     assert "loaded the finished run" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ method fields named by their method
+def test_set_accepts_a_method_prefixed_field_of_the_trained_method():
+    assert resolve_config("esimcse-tiny", ["esimcse.queue_size=32"]).queue_size == 32
+    assert resolve_config("esimcse-tiny", ["method=diffcse", "diffcse.lambda_weight=0.1"]).lambda_weight == 0.1
+    assert resolve_config("sup-simcse-tiny", ["sup-simcse.hard_negative_weight=0.5"]).hard_negative_weight == 0.5
+
+
+@pytest.mark.parametrize("item, match", [
+    ("simcse.queue_size=3", r"no method 'simcse'; registered: \['unsup-simcse'"),
+    ("diffcse.lambda_weight=0.1", r"trains 'esimcse', not 'diffcse'"),
+    ("esimcse.temperature=0.1", r"esimcse has no field 'temperature'; its fields are \['dup_rate'"),
+    ("esimcse.queue_size=abc", r"queue_size='abc': expected int"),
+])
+def test_a_method_prefixed_field_names_the_problem(item, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_config("esimcse-tiny", [item])
+
+
+def test_each_method_module_checks_its_own_fields():
+    from cselab.methods import REGISTRY
+
+    for method, field, bad in (("esimcse", "dup_rate", 1.5), ("diffcse", "lambda_weight", -1.0),
+                               ("declutr", "span_sampling", "both"), ("ngcse", "aigen_batch_size", -2)):
+        spec = REGISTRY[method]
+        assert field in spec.fields and spec.check is not None
+        # the check alone, on a plain namespace (a TrainConfig with the bad value cannot be built)
+        problems = spec.check(SimpleNamespace(**{**PRESETS[f"{method}-tiny"].to_dict(), field: bad}))
+        assert len(problems) == 1 and problems[0].startswith(f"{field}=")
+        with pytest.raises(ValueError, match=f"{field}="):  # and TrainConfig runs it, whatever the method
+            resolve_config("unsup-simcse-tiny", **{field: bad})

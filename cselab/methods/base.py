@@ -36,26 +36,29 @@ class MethodSpec:
     fields: tuple[str, ...] = ()
     mlp_at_eval: bool = False  # its MLP over [CLS] is kept for evaluation (supervised SimCSE)
     mask_pooling: bool = False  # it wraps inputs in a prompt and may pool at [MASK] (NGCSE)
+    check: Callable[..., list[str]] | None = None  # config -> problems with the fields only it reads
 
 
 REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register(name: str, *, fields: tuple[str, ...] = (), mlp_at_eval: bool = False,
-             mask_pooling: bool = False) -> Callable:
+             mask_pooling: bool = False, check: Callable[..., list[str]] | None = None) -> Callable:
     """Decorator: register ``build(config, encoder) -> method`` under ``name``.
 
     ``fields`` are the ``TrainConfig`` fields this method reads beyond the generic ones (printed
     configurations show them only for this method). ``mlp_at_eval``: the method's MLP over [CLS]
     stays in the evaluation encoder (:func:`cselab.encoders.eval_pooling`); ``mask_pooling``: the
-    method wraps its inputs in a prompt and accepts ``pooler_type="mask"``. Registering a taken name
+    method wraps its inputs in a prompt and accepts ``pooler_type="mask"``. ``check(config)`` returns
+    what is wrong with the method's own fields (one message each, naming the field and the range); a
+    :class:`~cselab.configs.TrainConfig` runs every registered check when it is built. Registering a taken name
     is an error, so that two modules cannot silently replace each other.
     """
     def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in REGISTRY:
             raise ValueError(f"method {name!r} is already registered (by {REGISTRY[name].build.__module__}); "
                              "pick another name or unregister it first.")
-        REGISTRY[name] = MethodSpec(name, build, tuple(fields), mlp_at_eval, mask_pooling)
+        REGISTRY[name] = MethodSpec(name, build, tuple(fields), mlp_at_eval, mask_pooling, check)
         return build
 
     return decorator

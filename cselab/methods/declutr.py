@@ -291,8 +291,28 @@ class DeCLUTR(nn.Module):
         return SentenceEncoder(encoder.model, encoder.tokenizer, "avg", name=encoder.name)
 
 
+SPAN_SAMPLINGS = (None, "subsuming", "adjacent")  # None = DeCLUTR's own; the other two are its ablations
+
+
+def check_config(config) -> list[str]:
+    """Problems with DeCLUTR's fields (span counts and lengths, the sampling rule, the MLM part)."""
+    problems = []
+    for name in ("num_anchors", "num_positives", "min_span_length", "max_span_length"):
+        if getattr(config, name) < 1:
+            problems.append(f"{name}={getattr(config, name)} (must be >= 1)")
+    if config.min_span_length > config.max_span_length:
+        problems.append(f"min_span_length={config.min_span_length} > max_span_length={config.max_span_length}")
+    if config.span_sampling not in SPAN_SAMPLINGS:
+        problems.append(f"span_sampling={config.span_sampling!r} (choose None, 'subsuming' or 'adjacent')")
+    if not 0 < config.masking_ratio < 1:
+        problems.append(f"masking_ratio={config.masking_ratio} (must be in (0, 1))")
+    if not config.mlm_weight >= 0 or config.mlm_weight == float("inf"):
+        problems.append(f"mlm_weight={config.mlm_weight} (must be finite and >= 0)")
+    return problems
+
+
 @register("declutr", fields=("num_anchors", "num_positives", "min_span_length", "max_span_length", "span_sampling",
-                             "scale_spans", "masking_ratio", "mlm_weight"))
+                             "scale_spans", "masking_ratio", "mlm_weight"), check=check_config)
 def build_declutr(config, encoder: SentenceEncoder) -> DeCLUTR:
     head = load_mlm_head(config.model, encoder) if config.mlm_weight > 0 else None  # unused at weight 0
     return DeCLUTR(encoder, head, temperature=config.temperature,

@@ -315,7 +315,18 @@ class DiffCSE(nn.Module):
         return SentenceEncoder(encoder.model, encoder.tokenizer, eval_pooling(self.pooler_type), name=encoder.name)
 
 
-@register("diffcse", fields=("generator", "lambda_weight", "masking_ratio", "batchnorm", "rtd_include_padding"))
+def check_config(config) -> list[str]:
+    """Problems with DiffCSE's fields."""
+    problems = []
+    if not 0 < config.masking_ratio < 1:
+        problems.append(f"masking_ratio={config.masking_ratio} (must be in (0, 1))")
+    if not config.lambda_weight >= 0 or config.lambda_weight == float("inf"):
+        problems.append(f"lambda_weight={config.lambda_weight} (must be finite and >= 0)")
+    return problems
+
+
+@register("diffcse", fields=("generator", "lambda_weight", "masking_ratio", "batchnorm", "rtd_include_padding"),
+          check=check_config)
 def build_diffcse(config, encoder: SentenceEncoder) -> DiffCSE:
     return DiffCSE(encoder, load_generator(config.generator, encoder), temperature=config.temperature,
                    lambda_weight=config.lambda_weight, masking_ratio=config.masking_ratio, batchnorm=config.batchnorm,

@@ -109,7 +109,21 @@ class ESimCSE(SimCSE):
         return loss
 
 
-@register("esimcse", fields=("dup_rate", "queue_size", "momentum", "momentum_init"))
+def check_config(config) -> list[str]:
+    """Problems with ESimCSE's fields (ranges of the paper's knobs)."""
+    problems = []
+    if not 0 <= config.dup_rate <= 1:
+        problems.append(f"dup_rate={config.dup_rate} (must be in [0, 1])")
+    if config.queue_size < 0:
+        problems.append(f"queue_size={config.queue_size} (must be >= 0; 0 = no queue)")
+    if not 0 <= config.momentum <= 1:
+        problems.append(f"momentum={config.momentum} (must be in [0, 1])")
+    if config.momentum_init not in ("copy", "random"):
+        problems.append(f"momentum_init={config.momentum_init!r} (choose 'copy' or 'random')")
+    return problems
+
+
+@register("esimcse", fields=("dup_rate", "queue_size", "momentum", "momentum_init"), check=check_config)
 def build_esimcse(config, encoder: SentenceEncoder) -> ESimCSE:
     return ESimCSE(encoder, temperature=config.temperature, dup_rate=config.dup_rate, queue_size=config.queue_size,
                    momentum=config.momentum, momentum_init=config.momentum_init, seed=config.seed,

@@ -338,8 +338,25 @@ def freeze_embedding_layer(encoder: SentenceEncoder) -> list[str]:
     return names
 
 
+def check_config(config) -> list[str]:
+    """Problems with NGCSE's fields (``margins`` is checked, and made a tuple, by TrainConfig itself)."""
+    problems = []
+    if isinstance(config.beta, bool) or not isinstance(config.beta, (int, float)) or not (
+            math.isfinite(config.beta) and config.beta >= 0):
+        problems.append(f"beta={config.beta!r} (must be finite and >= 0)")
+    if config.positive_index is not None and (isinstance(config.positive_index, bool) or not isinstance(
+            config.positive_index, int) or config.positive_index < 1):
+        problems.append(f"positive_index={config.positive_index!r} (must be an integer >= 1, 1 = level '5', "
+                        "or None for the official 2 if K > 3 else 1)")
+    if isinstance(config.aigen_batch_size, bool) or not isinstance(config.aigen_batch_size, int) or \
+            config.aigen_batch_size < 0:
+        problems.append(f"aigen_batch_size={config.aigen_batch_size!r} (must be an integer >= 0: generated groups "
+                        "held back until this many go in one step, 0 = as drawn)")
+    return problems
+
+
 @register("ngcse", fields=("margins", "beta", "positive_index", "freeze_embeddings", "pair_template",
-                           "aigen_batch_size"), mask_pooling=True)
+                           "aigen_batch_size"), mask_pooling=True, check=check_config)
 def build_ngcse(config, encoder: SentenceEncoder) -> NGCSE:
     """The levels narrow to those of the training data (:meth:`NGCSE.prepare_dataset`)."""
     return NGCSE(encoder, levels=LEVEL_COLUMNS, temperature=config.temperature, margins=config.margins,
