@@ -43,38 +43,34 @@ def read_sts_year(task: str, data_dir: str | os.PathLike | None = None) -> dict[
     return {subset: read_sts_subset(folder, subset) for subset in STS_SUBSETS[task]}
 
 
+def _scored_table(path: Path, first: int, columns: tuple[int, int, int], expected: str,
+                  source: str) -> ScoredPairs:
+    """Tab-separated lines from line ``first`` on; ``columns`` = (score, sentence 1, sentence 2) indices.
+    A short line raises naming ``file:line`` and ``expected`` (the columns a reader should find)."""
+    s1, s2, scores = [], [], []
+    score_at, first_at, second_at = columns
+    for number, line in enumerate(read_lines(path)[first - 1:], start=first):
+        fields = line.strip().split("\t")
+        if len(fields) <= max(columns):
+            raise DataFormatError(f"{path}:{number}: expected {expected}, found {len(fields)} column(s).")
+        scores.append(_score(fields[score_at], path, number))
+        s1.append(_normalise(fields[first_at]))
+        s2.append(_normalise(fields[second_at]))
+    return ScoredPairs(s1, s2, np.asarray(scores, dtype=np.float64), source)
+
+
 def read_stsb(split: str = "test", data_dir: str | os.PathLike | None = None) -> ScoredPairs:
     """STS Benchmark ``sts-<split>.csv``: tab-separated genre, file, year, id, score, s1, s2."""
     path = senteval_path(data_dir, "STS", "STSBenchmark", _split_file("STSBenchmark", split))
-    s1, s2, scores = [], [], []
-    for number, line in enumerate(read_lines(path), start=1):
-        fields = line.strip().split("\t")
-        if len(fields) < 7:
-            raise DataFormatError(
-                f"{path}:{number}: expected 7 tab-separated columns (genre, file, year, id, score, "
-                f"sentence1, sentence2), found {len(fields)}."
-            )
-        scores.append(_score(fields[4], path, number))
-        s1.append(_normalise(fields[5]))
-        s2.append(_normalise(fields[6]))
-    return ScoredPairs(s1, s2, np.asarray(scores, dtype=np.float64), f"STSBenchmark/{split}")
+    return _scored_table(path, 1, (4, 5, 6), "7 tab-separated columns (genre, file, year, id, score, sentence1, "
+                         "sentence2)", f"STSBenchmark/{split}")
 
 
 def read_sick(split: str = "test", data_dir: str | os.PathLike | None = None) -> ScoredPairs:
     """SICK relatedness: header line skipped; columns pair_ID, sentence_A, sentence_B, score, label."""
     path = senteval_path(data_dir, "SICK", _split_file("SICKRelatedness", split))
-    s1, s2, scores = [], [], []
-    for number, line in enumerate(read_lines(path)[1:], start=2):
-        fields = line.strip().split("\t")
-        if len(fields) < 4:
-            raise DataFormatError(
-                f"{path}:{number}: expected tab-separated pair_ID, sentence_A, sentence_B, "
-                f"relatedness_score(, entailment_judgment), found {len(fields)} column(s)."
-            )
-        scores.append(_score(fields[3], path, number))
-        s1.append(_normalise(fields[1]))
-        s2.append(_normalise(fields[2]))
-    return ScoredPairs(s1, s2, np.asarray(scores, dtype=np.float64), f"SICK/{split}")
+    return _scored_table(path, 2, (3, 1, 2), "tab-separated pair_ID, sentence_A, sentence_B, "
+                         "relatedness_score(, entailment_judgment)", f"SICK/{split}")
 
 
 def _split_file(task: str, split: str) -> str:
