@@ -922,13 +922,18 @@ class PromptEncoder(SentenceEncoder):
 
 @contextlib.contextmanager
 def _quiet_transformers_progress():
+    """No "Loading weights" bar and no LOAD REPORT table for one load: a hub BERT checkpoint carries MLM/NSP
+    heads that ``AutoModel`` leaves unused, reported on every load; :func:`check_loaded_weights` raises on
+    the missing weights that matter instead."""
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
 

@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .profiles import step_cap
+
 log = logging.getLogger(__name__)
 
 BASE_URL_ENV = "CSELAB_LLM_BASE_URL"
@@ -303,7 +305,8 @@ class TransformersChatBackend:
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        options: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": pad}
+        cap = step_cap()  # test-only ($CSELAB_MAX_STEPS): fewer decoding steps
+        options: dict[str, Any] = {"max_new_tokens": min(max_tokens, cap or max_tokens), "pad_token_id": pad}
         if temperature > 0:
             options.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:

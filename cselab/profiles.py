@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 
 PROFILE_ENV = "CSELAB_PROFILE"
+STEP_CAP_ENV = "CSELAB_MAX_STEPS"  # test-only: see step_cap()
 HUB_URL_ENV = "HF_ENDPOINT"
 DEFAULT_HUB_URL = "https://huggingface.co"
 
@@ -99,6 +100,26 @@ def default_profile() -> str:
     if name:
         return name
     return "full" if _cuda_available() else "laptop"
+
+
+def step_cap() -> int | None:
+    """The test-only cap ``$CSELAB_MAX_STEPS`` on every training run's optimiser steps and every local LLM
+    generation's new tokens, else None.
+
+    The course's tests set it to run the ``laptop`` chapters end to end in minutes (tests/test_laptop_chapters.py)
+    without the chapters branching on it: :func:`cselab.train.train` and
+    :class:`cselab.llm_backends.TransformersChatBackend` apply it and say so. Students never need it.
+    """
+    text = os.environ.get(STEP_CAP_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        cap = int(text)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise ValueError(f"${STEP_CAP_ENV}={text!r}: set a positive whole number of steps, or unset it.")
+    return cap
 
 
 def hub_reachable(timeout: float = 3.0, url: str | None = None) -> bool:

@@ -49,6 +49,7 @@ from .configs import TrainConfig, config_from_dict
 from .encoders import SentenceEncoder
 from .evaluate import spearman_on_pairs
 from .methods import build_method
+from .profiles import STEP_CAP_ENV, step_cap
 from .utils import seed_everything
 
 CONFIG_FILE = "train_config.json"
@@ -420,7 +421,12 @@ def _steps(n_rows: int, config: TrainConfig, world: int) -> tuple[int, int]:
     if steps_per_epoch == 0:
         raise ValueError(f"{n_rows} training examples are fewer than one global batch of {global_batch}.")
     total = config.epochs * steps_per_epoch
-    return steps_per_epoch, min(total, config.max_steps) if config.max_steps is not None else total
+    total = min(total, config.max_steps) if config.max_steps is not None else total
+    cap = step_cap()  # test-only ($CSELAB_MAX_STEPS)
+    if cap is not None and cap < total:
+        print(f"${STEP_CAP_ENV}={cap}: stopping after {cap} of {total} steps (a test-only cap).")
+        total = cap
+    return steps_per_epoch, total
 
 
 def _setup(config: TrainConfig, output_dir: Path, data_dir, encoder: SentenceEncoder | None,

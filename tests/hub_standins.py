@@ -120,6 +120,41 @@ def _bpe_tokenizer(folder: Path) -> None:
     RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, model_max_length=512).save_pretrained(folder)
 
 
+CHAT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the hub id of the chapters' LLM (a LlamaForCausalLM)
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def write_chat_standin(folder: Path, seed: int = 0) -> Path:
+    """A tiny random ``LlamaForCausalLM`` with SmolLM2's special tokens and ChatML chat template.
+
+    What it writes is noise: it proves the chapters' LLM code paths (chat template, batched generation,
+    decoder pooling) run on a hub checkpoint, not what a real model answers."""
+    import torch
+    import transformers as T
+    from tokenizers import ByteLevelBPETokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(_corpus_lines(), vocab_size=600, min_frequency=1, show_progress=False,
+                            special_tokens=specials)
+    tokenizer = T.PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|im_start|>",
+                                          eos_token="<|im_end|>", unk_token="<|endoftext|>",
+                                          pad_token="<|im_end|>", model_max_length=2048)
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(folder)
+    config = T.LlamaConfig(vocab_size=len(tokenizer), hidden_size=TINY["hidden"], num_hidden_layers=TINY["layers"],
+                           num_attention_heads=TINY["heads"], num_key_value_heads=TINY["heads"],
+                           intermediate_size=TINY["ffn"], max_position_embeddings=2048, tie_word_embeddings=True,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id, architectures=["LlamaForCausalLM"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        T.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
 def _wordpiece_tokenizer(folder: Path) -> None:
     from cselab.encoders import TINY_VOCAB, _wordpiece_tokenizer
 
@@ -211,6 +246,33 @@ def build_hub_cache(hf_home: Path, ids: dict[str, str] | None = None) -> dict[st
                 made[kind] = write_standin(Path(tmp) / kind, kind)
             snapshots[repo_id] = add_to_cache(hf_home, repo_id, made[kind])
     return snapshots
+
+
+def laptop_data_root(root: Path, shared: Path) -> Path:
+    """A data root for the ``laptop``/``full`` chapters, offline: the shared data's SentEval tree, samples and
+    documents (symlinks), and every registry file the presets would download stood in for by a file of the same
+    format: the wiki sample for ``wiki1m``, the SNLI dev/test triplets for ``nli``, the WikiText articles for
+    ``openwebtext``, the course's LLM-written groups for NGCSE's hybrid files. Nothing is copied."""
+    from cselab.data import REGISTRY
+
+    links = {rel: shared / rel for rel in ("senteval", "unsup/wiki_sample.txt", "unsup/sentences.txt",
+                                            "nli/snli_devtest_triplets.csv", "docs/wikitext_docs.jsonl")}
+    stand_in = {"wiki1m": shared / "unsup/wiki_sample.txt", "nli": shared / "nli/snli_devtest_triplets.csv",
+                "openwebtext": shared / "docs/wikitext_docs.jsonl",
+                "ngcse-wiki-sts": COURSE_DATA / "llm_generated" / "sts.jsonl",
+                "ngcse-nli-sts": COURSE_DATA / "llm_generated" / "nli.jsonl"}
+    links.update({REGISTRY[name].target: source for name, source in stand_in.items()})
+    for target, source in links.items():
+        if not source.exists():
+            raise FileNotFoundError(f"{source} is missing: the laptop/full chapter pass needs the shared data.")
+        if not (root / target).exists():
+            (root / target).parent.mkdir(parents=True, exist_ok=True)
+            (root / target).symlink_to(source)
+    missing = [name for name, entry in REGISTRY.items() if not (root / entry.target).exists()]
+    if missing:
+        raise ValueError(f"No offline stand-in for the registry data {missing}: add one to "
+                         "tests/hub_standins.py:laptop_data_root().")
+    return root
 
 
 def offline_env(hf_home: Path, base: dict | None = None) -> dict[str, str]:

@@ -741,7 +741,8 @@ def test_download_header_checksum_match_passes(http_root, tmp_path):
 def test_download_http_error_leaves_nothing(http_root, tmp_path):
     _, base, _ = http_root
     dest = tmp_path / "root"
-    with pytest.raises(OSError):  # urllib.error.HTTPError is an OSError
+    with pytest.raises(D.DataNotFoundError, match=r"Cannot download 'nli' from .*missing\.csv.*nothing was written"
+                       r".*cselab download nli.*nli/nli_for_simcse\.csv.*CSELAB_DATA_DIR"):
         D.download("nli", dest, url=base + "missing.csv", progress=False)
     target = dest / D.REGISTRY["nli"].target
     assert not target.exists()

@@ -347,3 +347,19 @@ def test_replay_through_generate_filters_and_records_its_own_provenance(tmp_path
     assert (rejection["reason"], rejection["answer"]) == ("malformed", "Sure! Here it is.")
     with pytest.raises(LLMBackendError, match="'A third sentence.'"):  # a source without an answer: a clear error
         generate(ReplayChatBackend(path), [("3", "A third sentence.")], tmp_path / "more.jsonl", pattern="sts")
+
+
+def test_transformers_backend_honours_the_test_step_cap(tiny_lm, monkeypatch):
+    """$CSELAB_MAX_STEPS (test-only) caps new tokens per generation; a larger cap leaves max_tokens alone."""
+    backend = TransformersChatBackend(str(tiny_lm), device="cpu", chat_template=TEMPLATE)
+    asked = []
+    generate_fn = backend.lm.generate
+    monkeypatch.setattr(backend.lm, "generate", lambda **kw: asked.append(kw["max_new_tokens"]) or generate_fn(**kw))
+    messages = [{"role": "user", "content": "Sentence: A dog runs.\nAnswer:"}]
+    monkeypatch.setenv("CSELAB_MAX_STEPS", "3")
+    backend.complete(messages, temperature=0.0, max_tokens=12)
+    monkeypatch.setenv("CSELAB_MAX_STEPS", "50")
+    backend.complete(messages, temperature=0.0, max_tokens=12)
+    monkeypatch.delenv("CSELAB_MAX_STEPS")
+    backend.complete(messages, temperature=0.0, max_tokens=12)
+    assert asked == [3, 12, 12]

@@ -208,3 +208,23 @@ def test_model_is_cached_false_for_unknown_id(no_network):
 
 def test_public_api():
     assert cselab.resolve_profile is resolve_profile and cselab.default_profile is default_profile
+
+
+# ------------------------------------------------------------------ the test-only step cap
+def test_step_cap_unset_is_none(monkeypatch):
+    monkeypatch.delenv("CSELAB_MAX_STEPS", raising=False)
+    assert profiles.step_cap() is None
+    monkeypatch.setenv("CSELAB_MAX_STEPS", " ")
+    assert profiles.step_cap() is None
+
+
+def test_step_cap_reads_a_positive_integer(monkeypatch):
+    monkeypatch.setenv("CSELAB_MAX_STEPS", " 7 ")
+    assert profiles.step_cap() == 7
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_step_cap_rejects_what_is_not_a_positive_integer(monkeypatch, value):
+    monkeypatch.setenv("CSELAB_MAX_STEPS", value)
+    with pytest.raises(ValueError, match=r"\$CSELAB_MAX_STEPS=.*positive whole number.*or unset it"):
+        profiles.step_cap()

@@ -300,6 +300,18 @@ def test_failed_start_does_not_block_the_directory(tmp_path):
     train(ci(max_steps=1, eval_steps=1, save_steps=1), out, progress=False)
 
 
+def test_step_cap_env_stops_the_run_evaluating_and_saving_at_its_last_step(tmp_path, monkeypatch, capsys):
+    """$CSELAB_MAX_STEPS (test-only) cuts a 10-step run to 3; the linear schedule decays over those 3 steps."""
+    monkeypatch.setenv("CSELAB_MAX_STEPS", "3")
+    result = train(ci(max_steps=10, eval_steps=5, save_steps=5, log_steps=1), tmp_path / "run", progress=False)
+    assert "$CSELAB_MAX_STEPS=3: stopping after 3 of 10 steps (a test-only cap)." in capsys.readouterr().out
+    assert result.steps == 3 and [r["step"] for r in result.history] == [0, 1, 2, 3]
+    assert [r["step"] for r in result.history if "eval_score" in r] == [0, 3]
+    assert latest_checkpoint(tmp_path / "run").name.endswith("3")
+    lr = PRESETS["unsup-simcse-tiny"].learning_rate
+    assert result.history[1]["learning_rate"] == pytest.approx(lr * (3 - 1) / 3)
+
+
 # ------------------------------------------------------------------ metrics and result files
 def check_metrics_files(result):
     out = result.output_dir

@@ -7,6 +7,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -162,11 +163,17 @@ def download(name: str, dest: str | os.PathLike | None = None, *, force: bool = 
             if target.exists():
                 target.unlink()
             os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
         for folder in reversed(created):  # deepest first; only folders this call made, and only if empty
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+        if isinstance(exc, urllib.error.URLError):  # offline, DNS, proxy, HTTP 404: say what to do instead
+            raise DataNotFoundError(
+                f"Cannot download {name!r} from {source} ({getattr(exc, 'reason', exc)}); nothing was written. "
+                f"Download it where the network reaches that host (`cselab download {name}`) and copy "
+                f"{entry.target} into the data root {root}, or point CSELAB_DATA_DIR at a data root that has it."
+            ) from exc
         raise
     finally:
         tmp.unlink(missing_ok=True)

@@ -118,9 +118,12 @@ def load_mlm_head(name_or_path: str, encoder: SentenceEncoder) -> MLMHead:
         return head
     from transformers import AutoModelForMaskedLM
 
+    from ..encoders import _quiet_transformers_progress  # no LOAD REPORT table: the missing keys are checked below
+
     try:
-        masked_lm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True,
-                                                               trust_remote_code=False)
+        with _quiet_transformers_progress():
+            masked_lm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True,
+                                                                   trust_remote_code=False)
         masked_lm = masked_lm.float()  # a float16 checkpoint: compute in fp32
     except (OSError, ValueError) as exc:
         warnings.warn(f"DeCLUTR: no masked-LM checkpoint at {name_or_path!r} ({exc}); the MLM head starts "
