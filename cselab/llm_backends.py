@@ -291,6 +291,7 @@ class TransformersChatBackend:
         with _quiet_loading(gguf_file is not None):  # no stuck "Loading weights" bars in notebooks
             self.lm = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device).eval()
         self._lock = threading.Lock()
+        self._capped = False  # said once that $CSELAB_MAX_STEPS cuts the answers
 
     def __repr__(self) -> str:
         return f"TransformersChatBackend(model={self.model!r}, device={self.device!r})"
@@ -306,7 +307,11 @@ class TransformersChatBackend:
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         cap = step_cap()  # test-only ($CSELAB_MAX_STEPS): fewer decoding steps
-        options: dict[str, Any] = {"max_new_tokens": min(max_tokens, cap or max_tokens), "pad_token_id": pad}
+        if cap is not None and cap < max_tokens:
+            if not self._capped:
+                print(f"$CSELAB_MAX_STEPS={cap}: at most {cap} new tokens per answer (a test-only cap).")
+            self._capped, max_tokens = True, cap
+        options: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": pad}
         if temperature > 0:
             options.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:

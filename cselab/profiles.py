@@ -108,7 +108,8 @@ def step_cap() -> int | None:
 
     The course's tests set it to run the ``laptop`` chapters end to end in minutes (tests/test_laptop_chapters.py)
     without the chapters branching on it: :func:`cselab.train.train` and
-    :class:`cselab.llm_backends.TransformersChatBackend` apply it and say so. Students never need it.
+    :class:`cselab.llm_backends.TransformersChatBackend` apply it and print one line when they do. Students never
+    need it.
     """
     text = os.environ.get(STEP_CAP_ENV, "").strip()
     if not text:

@@ -349,7 +349,7 @@ def test_replay_through_generate_filters_and_records_its_own_provenance(tmp_path
         generate(ReplayChatBackend(path), [("3", "A third sentence.")], tmp_path / "more.jsonl", pattern="sts")
 
 
-def test_transformers_backend_honours_the_test_step_cap(tiny_lm, monkeypatch):
+def test_transformers_backend_honours_the_test_step_cap(tiny_lm, monkeypatch, capsys):
     """$CSELAB_MAX_STEPS (test-only) caps new tokens per generation; a larger cap leaves max_tokens alone."""
     backend = TransformersChatBackend(str(tiny_lm), device="cpu", chat_template=TEMPLATE)
     asked = []
@@ -363,3 +363,4 @@ def test_transformers_backend_honours_the_test_step_cap(tiny_lm, monkeypatch):
     monkeypatch.delenv("CSELAB_MAX_STEPS")
     backend.complete(messages, temperature=0.0, max_tokens=12)
     assert asked == [3, 12, 12]
+    assert capsys.readouterr().out.count("$CSELAB_MAX_STEPS=3: at most 3 new tokens per answer") == 1
