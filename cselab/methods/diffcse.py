@@ -149,14 +149,14 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-    from ..encoders import _quiet_transformers_progress  # no "Loading weights" bar per load in the chapters
+    from ..utils import quiet_transformers  # no "Loading weights" bar per load in the chapters
 
     if name_or_path == SMOLLM2_LM:
         from ..encoders import smollm2_lm
 
         folder = smollm2_lm()
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        with _quiet_transformers_progress():
+        with quiet_transformers():
             model = CausalGenerator(AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False))
     elif name_or_path == TINY_MLM:
         from ..encoders import TINY_VOCAB, _wordpiece_tokenizer
@@ -165,7 +165,7 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
             raise FileNotFoundError(f"{TINY_MLM_DIR} is missing; it ships with the course repository "
                                     "(regenerate it with `python data/make_data.py tiny-mlm`).")
         tokenizer = _wordpiece_tokenizer(TINY_VOCAB)
-        with _quiet_transformers_progress():
+        with quiet_transformers():
             model = AutoModelForMaskedLM.from_pretrained(TINY_MLM_DIR, dtype=torch.float32, trust_remote_code=False)
     else:
         from ..encoders import TOKENIZER_FILES, HubUnreachableError, cached_tokenizer_files, check_loaded_weights
