@@ -257,10 +257,9 @@ def laptop_data_root(root: Path, shared: Path) -> Path:
 
     links = {rel: shared / rel for rel in ("senteval", "unsup/wiki_sample.txt", "unsup/sentences.txt",
                                             "nli/snli_devtest_triplets.csv", "docs/wikitext_docs.jsonl")}
-    stand_in = {"wiki1m": shared / "unsup/wiki_sample.txt", "nli": shared / "nli/snli_devtest_triplets.csv",
-                "openwebtext": shared / "docs/wikitext_docs.jsonl",
-                "ngcse-wiki-sts": COURSE_DATA / "llm_generated" / "sts.jsonl",
-                "ngcse-nli-sts": COURSE_DATA / "llm_generated" / "nli.jsonl"}
+    real = {"wiki1m": shared / "unsup/wiki_sample.txt", "nli": shared / "nli/snli_devtest_triplets.csv",
+            "openwebtext": shared / "docs/wikitext_docs.jsonl", "wikitext-docs": shared / "docs/wikitext_docs.jsonl"}
+    stand_in = {**OFFLINE_DATA, **real}  # shared real text where it exists, else the CLI pass's shipped files
     links.update({REGISTRY[name].target: source for name, source in stand_in.items()})
     for target, source in links.items():
         if not source.exists():
