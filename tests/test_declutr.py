@@ -165,7 +165,8 @@ def test_scale_fix_multiplies_only_the_contrastive_loss_by_the_world_size(encode
     fixed = make_method(encoder, mlm_head=head, scale_fix=True).loss(encoder, {"text": docs})
     assert total.item() == pytest.approx(con + mlm, abs=1e-9)
     assert fixed.item() == pytest.approx(4 * con + mlm, abs=1e-9)
-    assert DeCLUTR.handles_scale_fix  # so the trainer does not scale the whole loss again
+    # the trainer's scale_fix hook leaves DeCLUTR's loss alone, so the whole loss is not scaled again
+    assert make_method(encoder, mlm_head=head, scale_fix=True).scale_for_world(fixed, 4) is fixed
 
 
 def test_contrastive_only_leaves_the_anchors_unmasked(encoder):

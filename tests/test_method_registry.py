@@ -72,3 +72,24 @@ def test_a_registered_toy_method_trains_through_the_cli(tmp_path, toy_method, ca
     assert "evaluation score" in capsys.readouterr().out
     config = resolve_config("unsup-simcse-tiny", method=TOY)
     assert isinstance(build_method(config, None), NoMLPSimCSE)  # the builder's own head
+
+
+def test_method_base_class_defaults_and_hooks_for_plain_modules():
+    from cselab.methods import Method
+    from cselab.methods.base import hook
+
+    class OnlyLoss(Method):
+        def loss(self, encoder, rows):
+            return torch.tensor(2.0)
+
+    m, plain = OnlyLoss(), NoMLPSimCSE(0.05)
+    assert m.columns == ("sent0",) and m.eval_encoder("enc") == "enc"
+    assert m.prepare_dataset([1, 2], None) == [1, 2] and m.compose_batches([[0, 1]], None) == [[0, 1]]
+    assert m.on_epoch_start(0) is None
+    assert m.scale_for_world(torch.tensor(2.0), 4).item() == 8.0  # DeCLUTR's fix: loss x N processes
+    # a plain nn.Module (the toy method) gets the same defaults through hook()
+    assert hook(plain, "prepare_dataset")([3], None) == [3] and hook(plain, "on_epoch_start")(1) is None
+    assert hook(plain, "scale_for_world")(torch.tensor(1.5), 2).item() == 3.0
+    assert hook(plain, "tokenize_kwargs") is None and hook(plain, "keep_columns") == ()
+    with pytest.raises(NotImplementedError, match="Method must define loss"):
+        Method().loss(None, {})

@@ -5,13 +5,14 @@ Executed copies go to build/notebooks/ci/ (ignored by git); the committed notebo
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
 
 import pytest
 
-from cselab.course import chapters, exercise_labels, read_notebook, run_notebook
+from cselab.course import chapters, exercise_labels, parameters_cell, read_notebook, run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = chapters(REPO / "notebooks")
@@ -87,3 +88,16 @@ def test_executes_in_ci_profile(path):
               if o.get("output_type") == "error"]
     assert not errors, errors
     print(f"{path.name}: executed in {elapsed:.1f} s -> {out}")
+    if "RECORD_ABLATION" in source(parameters_cell(load(path))) and os.environ.get("CSELAB_DATA_DIR"):
+        check_recorded_ablation(executed, path.name)
+
+
+def check_recorded_ablation(executed: dict, name: str, tolerance: float = 1.0) -> None:
+    """A chapter that reads recorded ablation seeds used them, and its live seed ends within ``tolerance``
+    points of its recorded twin: a recording made by older code, or another setting, fails here."""
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] if c["cell_type"] == "code"
+                   for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    found = re.findall(r"other seeds recorded .*?ends within ([0-9.]+) points of its recorded run", text)
+    assert found, f"{name}: the ablation did not use its recording (make ablations re-records it):\n" + \
+        "\n".join(line for line in text.splitlines() if "seed" in line and "live" in line)
+    assert all(float(x) <= tolerance for x in found), f"{name}: live seed vs recording differs by {found} points"

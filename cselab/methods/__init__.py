@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from .base import REGISTRY, build_method, method_names, register
+from .base import REGISTRY, Method, build_method, method_names, register
 from . import simcse, esimcse, diffcse, declutr, ngcse  # noqa: I001  registration (and preset) order = teaching order
 from .declutr import DeCLUTR, MLMHead, load_mlm_head
 from .diffcse import DiffCSE, load_generator
@@ -52,5 +52,5 @@ def config_view(config) -> dict:
     return {**generic, **{k: values[k] for k in METHOD_FIELDS[config.method]}}
 
 
-__all__ = ["DeCLUTR", "DiffCSE", "ESimCSE", "METHOD_FIELDS", "MLMHead", "NGCSE", "REGISTRY", "SPEED_FIELDS", "SimCSE",
+__all__ = ["DeCLUTR", "DiffCSE", "ESimCSE", "METHOD_FIELDS", "MLMHead", "Method", "NGCSE", "REGISTRY", "SPEED_FIELDS", "SimCSE",
            "build_method", "config_view", "load_generator", "load_mlm_head", "method_names", "register"]

@@ -51,7 +51,7 @@ from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, 
 from ..distributed import gather_with_grad, rank, world_size
 from ..encoders import TINY_PRESET, SentenceEncoder, masked_mean
 from ..losses import info_nce
-from .base import register
+from .base import Method, register
 
 
 class MLMHead(nn.Module):
@@ -149,7 +149,7 @@ def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
     raise ValueError(f"{type(tokenizer).__name__}: cannot find where a sequence goes between its special tokens.")
 
 
-class DeCLUTR(nn.Module):
+class DeCLUTR(Method):
     """DeCLUTR's training head: span views, symmetric NT-Xent and MLM on the anchors.
 
     Args:
@@ -168,8 +168,6 @@ class DeCLUTR(nn.Module):
         scale_fix: multiply the contrastive loss (not the MLM loss) by the number of processes,
             undoing DDP's 1/N gradient scale of the gathered negatives (``DeCLUTR.forward``).
     """
-
-    handles_scale_fix = True  # the trainer leaves TrainConfig.scale_fix to this head
 
     columns = ("text",)
     keep_columns = ("title",)  # kept untokenised so errors can name the document
@@ -202,6 +200,10 @@ class DeCLUTR(nn.Module):
         self.scale_fix = scale_fix
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))  # checkpointed: resume redraws alike
         self.last_stats: dict[str, torch.Tensor] = {}
+
+    def scale_for_world(self, loss: torch.Tensor, world: int) -> torch.Tensor:
+        """``scale_fix`` is applied inside :meth:`loss`, to the contrastive part only (official)."""
+        return loss
 
     @property
     def tokenize_kwargs(self) -> dict:

@@ -54,7 +54,7 @@ from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, 
 from ..distributed import gather_with_grad
 from ..encoders import TRAIN_POOLERS, SentenceEncoder, eval_pooling
 from ..losses import info_nce, replaced_token_detection_loss
-from .base import initializer_range, register
+from .base import Method, initializer_range, register
 from .simcse import forward_and_pool, simcse_mlp
 
 
@@ -198,7 +198,7 @@ def load_generator(name_or_path: str, encoder: SentenceEncoder) -> nn.Module:
     return model.eval()
 
 
-class DiffCSE(nn.Module):
+class DiffCSE(Method):
     """DiffCSE's training head: views, projector, discriminator, RTD head and the loss.
 
     Args:

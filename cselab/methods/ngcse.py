@@ -68,7 +68,7 @@ from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, 
 from ..encoders import (MASK_POOLER, TRAIN_POOLERS, PromptEncoder, PromptTemplate, SentenceEncoder, eval_pooling,
                         mask_pool)
 from ..losses import hierarchical_triplet_loss, info_nce
-from .base import register
+from .base import Method, register
 from .simcse import forward_and_pool
 
 LEVEL_COLUMNS = ("level5", "level4", "level3")  # NGCSE's keys '5', '4', '3' (STS pattern)
@@ -115,7 +115,7 @@ def default_positive_index(k: int) -> int:
     return 2 if k > 3 else 1
 
 
-class NGCSE(nn.Module):
+class NGCSE(Method):
     """NGCSE's training head and loss (reference §8; the official ``--use_native_loss --use_loss3`` run).
 
     Args:

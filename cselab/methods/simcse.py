@@ -30,7 +30,7 @@ from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, 
 from ..distributed import gather_with_grad
 from ..encoders import TRAIN_POOLERS, SentenceEncoder, pool
 from ..losses import info_nce
-from .base import initializer_range, register
+from .base import Method, initializer_range, register
 
 
 def simcse_mlp(hidden_size: int, initializer_range: float = 0.02) -> nn.Sequential:
@@ -56,7 +56,7 @@ def forward_and_pool(model: nn.Module, batch: dict[str, torch.Tensor], pooler_ty
     return pool(pooler_type, batch["attention_mask"], out.last_hidden_state, out.hidden_states if layers else None)
 
 
-class SimCSE(nn.Module):
+class SimCSE(Method):
     """SimCSE's training head and loss. ``supervised`` picks the variant.
 
     Args:
