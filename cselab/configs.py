@@ -38,7 +38,7 @@ class TrainConfig:
         train_file: a registry name (``wiki1m``, ``nli``) or a path: ``.txt`` one sentence per
             line, ``.csv`` with ``sent0,sent1[,hard_neg]``, ``.tsv`` with a ``sentence`` column,
             ``.jsonl`` documents ``{"title", "text"}`` (DeCLUTR; registry name ``openwebtext``).
-            NGCSE reads its graded groups (:func:`cselab.data.read_graded_groups`): ``.jsonl``
+            NGCSE reads its graded groups (:func:`cselab.methods.ngcse.read_graded_groups`): ``.jsonl``
             rows ``{"split", "sentence", "5", "4", "3"}`` (registry ``ngcse-wiki-sts``,
             ``ngcse-nli-sts``), a ``.csv`` ``sent0,sent1,hard_neg`` as K = 3 groups (sentence,
             entailment -> ``level5``, contradiction -> ``level4``), or ``.txt``/``.tsv`` sentences

@@ -105,10 +105,8 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
 
     ``.txt``: one sentence per line (column ``sent0``); ``.csv``: ``sent0,sent1[,hard_neg]``;
     ``.tsv``: tab-separated with a ``sentence`` column (the course's toy corpus); ``.jsonl``:
-    documents ``{"title", "text"}`` (DeCLUTR), or NGCSE's graded groups when the rows have
-    ``sentence`` instead of ``text`` (:func:`cselab.data.read_graded_groups`: columns ``sent0``,
-    ``level5``, ``level4``, ``level3``, ``split``). A method's ``reader`` (``read_training_file``)
-    replaces these rules: it returns the validated rows, column -> text (None = empty). Each
+    documents ``{"title", "text"}``. A method's ``reader`` (``read_training_file``, e.g. for
+    graded groups) replaces these rules: it returns the validated rows, column -> text (None = empty). Each
     needed column becomes a column of token-id lists, by default truncated to ``max_length``; a
     method's ``tokenize_kwargs`` replace that (DeCLUTR tokenises whole documents). ``keep_columns``
     stay as they are (e.g. titles).
@@ -122,8 +120,6 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
     suffix = path.suffix.lower()
     if reader is not None:  # checked rows, errors name file:line; kept in memory (no datasets cache)
         ds = datasets.Dataset.from_list(reader(path))
-    elif suffix == ".jsonl" and D.is_graded_jsonl(path):
-        ds = datasets.Dataset.from_list(D.read_graded_groups(path))
     elif suffix == ".txt":
         lines = D.read_lines(path)  # UTF-8 checked first: errors name the file and line
         blank = sum(not line.strip() for line in lines)

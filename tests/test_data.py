@@ -25,6 +25,7 @@ import pytest
 
 import cselab.data as D
 from cselab.data import DataFormatError, DataNotFoundError
+import cselab.methods.ngcse as N
 
 # ---------------------------------------------------------------- expected counts (data/README.md)
 STS_COUNTS = {
@@ -1054,7 +1055,7 @@ def test_graded_groups_jsonl_in_ngcse_layout(tmp_path):
     ]
     path = _write(tmp_path / "hybrid.jsonl", "\n".join(json.dumps(x) for x in lines[:2]) + "\n\n"
                   + "\n".join(json.dumps(x) for x in lines[2:]) + "\n")
-    assert D.read_graded_groups(path) == [
+    assert N.read_graded_groups(path) == [
         _graded(sent0="A man plays a guitar .", level5="A guy strums a guitar .", level4="A man holds a guitar .",
                 level3="Nobody plays music ."),
         _graded(False, sent0="Stocks fell on Monday ."),
@@ -1062,22 +1063,22 @@ def test_graded_groups_jsonl_in_ngcse_layout(tmp_path):
         _graded(sent0="Two dogs run .", level5="Dogs are running .", level4="Animals move .", level3="Dogs sleep ."),
         _graded(False, sent0="A cat sleeps ."),
     ]
-    assert D.graded_levels(D.read_graded_groups(path)) == ("level5", "level4", "level3")
-    assert D.is_graded_jsonl(path)
+    assert N.graded_levels(N.read_graded_groups(path)) == ("level5", "level4", "level3")
+    assert N.is_graded_jsonl(path)
 
 
 def test_graded_groups_nli_pattern_jsonl_has_two_levels(tmp_path):
     path = _write(tmp_path / "nli.jsonl", json.dumps({"split": "aigen", "sentence": "s", "5": "e", "4": "c"}) + "\n"
                   + json.dumps({"split": "aigen", "sentence": "t", "5": "e2", "4": "c2", "3": ""}) + "\n")
-    rows = D.read_graded_groups(path)
+    rows = N.read_graded_groups(path)
     assert rows == [_graded(sent0="s", level5="e", level4="c"), _graded(sent0="t", level5="e2", level4="c2")]
-    assert D.graded_levels(rows) == ("level5", "level4")
+    assert N.graded_levels(rows) == ("level5", "level4")
 
 
 def test_graded_groups_from_simcse_triplets_csv(tmp_path):
     path = _write(tmp_path / "nli.csv", 'sent0,sent1,hard_neg\n"A man, outside .",A guy is out .,A man is in .\n'
                                         "Dogs run .,Dogs move .,Dogs sleep .\n")
-    assert D.read_graded_groups(path) == [
+    assert N.read_graded_groups(path) == [
         _graded(sent0="A man, outside .", level5="A guy is out .", level4="A man is in ."),
         _graded(sent0="Dogs run .", level5="Dogs move .", level4="Dogs sleep ."),
     ]
@@ -1085,34 +1086,34 @@ def test_graded_groups_from_simcse_triplets_csv(tmp_path):
 
 def test_graded_groups_level_table_with_empty_cells(tmp_path):
     path = _write(tmp_path / "levels.csv", "sentence,level5,level4,level3\na,b,c,d\nlone,,,\n")
-    assert D.read_graded_groups(path) == [_graded(sent0="a", level5="b", level4="c", level3="d"),
+    assert N.read_graded_groups(path) == [_graded(sent0="a", level5="b", level4="c", level3="d"),
                                           _graded(False, sent0="lone")]
 
 
 def test_graded_groups_of_the_shipped_files():
-    nli = D.read_graded_groups(D.COURSE_DATA_DIR / "toy_nli.csv")
+    nli = N.read_graded_groups(D.COURSE_DATA_DIR / "toy_nli.csv")
     with open(D.COURSE_DATA_DIR / "toy_nli.csv", encoding="utf-8", newline="") as f:
         triplets = list(csv.reader(f))[1:]
     assert len(nli) == len(triplets) == 1024
     assert [(r["sent0"], r["level5"], r["level4"], r["level3"], r["split"]) for r in nli] == [
         (a, b, c, None, "aigen") for a, b, c in triplets]
-    corpus = D.read_graded_groups(D.COURSE_DATA_DIR / "toy_corpus.tsv")  # meaning_id is ignored
+    corpus = N.read_graded_groups(D.COURSE_DATA_DIR / "toy_corpus.tsv")  # meaning_id is ignored
     lines = (D.COURSE_DATA_DIR / "toy_corpus.tsv").read_text("utf-8").splitlines()[1:]
     sentences = [line.split("\t")[1] for line in lines]
     assert corpus == [_graded(False, sent0=s) for s in sentences]
-    assert D.graded_levels(corpus) == ()
+    assert N.graded_levels(corpus) == ()
 
 
 def test_graded_groups_from_plain_sentences(tmp_path):
     path = _write(tmp_path / "s.txt", "one sentence\n\n  \nanother one\n")
-    assert D.read_graded_groups(path) == [_graded(False, sent0="one sentence"), _graded(False, sent0="another one")]
+    assert N.read_graded_groups(path) == [_graded(False, sent0="one sentence"), _graded(False, sent0="another one")]
 
 
 def test_documents_are_not_graded_jsonl(tmp_path):
     path = _write(tmp_path / "docs.jsonl", json.dumps({"title": "t", "text": "a sentence"}) + "\n")
-    assert not D.is_graded_jsonl(path)
+    assert not N.is_graded_jsonl(path)
     with pytest.raises(DataFormatError, match=r"docs.jsonl:1: no 'sentence' field \(a 'text' field is a DeCLUTR"):
-        D.read_graded_groups(path)
+        N.read_graded_groups(path)
 
 
 GOOD = json.dumps({"split": "aigen", "sentence": "s", "5": "a", "4": "b", "3": "c"})
@@ -1135,7 +1136,7 @@ GOOD = json.dumps({"split": "aigen", "sentence": "s", "5": "a", "4": "b", "3": "
 def test_graded_groups_bad_jsonl_line_names_file_and_line(tmp_path, line, match):
     path = _write(tmp_path / "g.jsonl", GOOD + "\n\n" + line + "\n" + GOOD + "\n")
     with pytest.raises(DataFormatError, match=r"g\.jsonl:3: .*" + match):
-        D.read_graded_groups(path)
+        N.read_graded_groups(path)
 
 
 @pytest.mark.parametrize("content,match", [
@@ -1150,14 +1151,14 @@ def test_graded_groups_bad_jsonl_line_names_file_and_line(tmp_path, line, match)
 def test_graded_groups_bad_csv_names_file_and_line(tmp_path, content, match):
     path = _write(tmp_path / "t.csv", content)
     with pytest.raises(DataFormatError, match=match):
-        D.read_graded_groups(path)
+        N.read_graded_groups(path)
 
 
 def test_graded_groups_unsupported_suffix_and_empty_file(tmp_path):
     with pytest.raises(ValueError, match=r"\.parquet"):
-        D.read_graded_groups(_write(tmp_path / "g.parquet", b"x"))
+        N.read_graded_groups(_write(tmp_path / "g.parquet", b"x"))
     with pytest.raises(DataFormatError, match=r"e\.jsonl: no rows"):
-        D.read_graded_groups(_write(tmp_path / "e.jsonl", "\n"))
+        N.read_graded_groups(_write(tmp_path / "e.jsonl", "\n"))
 
 
 def test_graded_groups_read_the_records_cselab_generate_writes(tmp_path):
@@ -1171,7 +1172,7 @@ def test_graded_groups_read_the_records_cselab_generate_writes(tmp_path):
                                        level3="A cat sleeps .")),
                          (nli, _graded(sent0="A man cooks .", level5="Someone cooks .", level4="Nobody cooks ."))):
         path = _write(tmp_path / f"{record['pattern']}.jsonl", json.dumps(record) + "\n")
-        assert D.read_graded_groups(path) == [want] and D.is_graded_jsonl(path)
+        assert N.read_graded_groups(path) == [want] and N.is_graded_jsonl(path)
 
 
 def test_training_text_prefers_real_data_then_the_shipped_files(tmp_path):

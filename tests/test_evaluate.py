@@ -32,6 +32,7 @@ from scipy.stats import spearmanr
 import cselab
 import cselab.data as D
 import cselab.evaluate as E
+import cselab.methods.ngcse as N
 
 SIMCSE_ORDER = ["STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness"]
 # senteval/sts.py (STS12Eval ... STS16Eval); written out here, not taken from cselab.data.
@@ -462,12 +463,12 @@ def test_rfd_terms_match_numpy():
     g = np.random.default_rng(0)
     tx, ty, ex, ey, tp, ep = (g.normal(size=(n, 6)) for n in (9, 9, 7, 7, 11, 5))
     t = lambda a: torch.from_numpy(a)  # noqa: E731
-    got = E.rfd_terms(t(tx), t(ty), t(ex), t(ey), t(tp), t(ep))
+    got = N.rfd_terms(t(tx), t(ty), t(ex), t(ey), t(tp), t(ep))
     want = _np_terms(tx, ty, ex, ey, tp, ep)
-    assert list(got) == list(E.RFD_TERMS)
+    assert list(got) == list(N.RFD_TERMS)
     for key in want:
         assert got[key] == pytest.approx(want[key], abs=1e-10), key
-    default = E.rfd_terms(t(tx), t(ty), t(ex), t(ey))  # uniformity over the anchors by default
+    default = N.rfd_terms(t(tx), t(ty), t(ex), t(ey))  # uniformity over the anchors by default
     assert default["train_uniformity"] == pytest.approx(_np_uniform(tx), abs=1e-10)
     assert default["eval_uniformity"] == pytest.approx(_np_uniform(ex), abs=1e-10)
 
@@ -480,20 +481,20 @@ def test_rfd_from_history_is_the_mean_gap_after_the_start():
         {"step": 2, "train_alignment": 0.30, "eval_alignment": 0.20, "train_uniformity": -2.0, "eval_uniformity": -2.5},
         {"step": 4, "train_alignment": 0.10, "eval_alignment": 0.40, "train_uniformity": -1.0, "eval_uniformity": -2.0},
     ]
-    got = E.rfd_from_history(history)
+    got = N.rfd_from_history(history)
     assert got["n_steps"] == 2
     assert got["rfd_a"] == pytest.approx(((0.30 - 0.20) + (0.10 - 0.40)) / 2, abs=1e-12)
     assert got["rfd_u"] == pytest.approx(((-2.0 + 2.5) + (-1.0 + 2.0)) / 2, abs=1e-12)
-    assert E.rfd_from_history(history, start_step=0)["rfd_a"] == pytest.approx((9.0 + 0.1 - 0.3) / 3, abs=1e-12)
-    assert E.rfd_from_history(history, start_step=3)["rfd_u"] == pytest.approx(1.0, abs=1e-12)
+    assert N.rfd_from_history(history, start_step=0)["rfd_a"] == pytest.approx((9.0 + 0.1 - 0.3) / 3, abs=1e-12)
+    assert N.rfd_from_history(history, start_step=3)["rfd_u"] == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError, match="rfd_tracker"):
-        E.rfd_from_history(history, start_step=5)
+        N.rfd_from_history(history, start_step=5)
 
 
 @pytest.mark.parametrize("caps", [{}, {"max_pairs": 2, "max_sentences": 5}])
 def test_rfd_without_dropout_equals_the_official_selection(tiny_encoder, rfd_data, caps):
     train_pairs, eval_pairs = rfd_data
-    got = E.rfd(tiny_encoder, train_pairs, eval_pairs, dropout=False, **caps)
+    got = N.rfd(tiny_encoder, train_pairs, eval_pairs, dropout=False, **caps)
     want = _reference_rfd_no_dropout(tiny_encoder, train_pairs, eval_pairs.sentences1, eval_pairs.sentences2,
                                      RFD_SCORES, **caps)
     assert got["n_checkpoints"] == 1 and len(got["checkpoints"]) == 1
@@ -508,7 +509,7 @@ def test_rfd_explicit_uniformity_sets_and_plain_eval_pairs(tiny_encoder, rfd_dat
     vec = lambda sents: tiny_encoder.encode(sents, show_progress=False).numpy().astype(np.float64)  # noqa: E731
     eval_plain = [(a, b) for a, b in train_pairs[6:]]
     levels = [b for _, b in train_pairs] + [a for a, _ in train_pairs]  # e.g. anchors + all their levels
-    got = E.rfd(tiny_encoder, train_pairs[:6], eval_plain, train_sentences=levels, dropout=False)["checkpoints"][0]
+    got = N.rfd(tiny_encoder, train_pairs[:6], eval_plain, train_sentences=levels, dropout=False)["checkpoints"][0]
     both_sides = [s for pair in eval_plain for s in pair]
     want = _np_terms(vec([a for a, _ in train_pairs[:6]]), vec([b for _, b in train_pairs[:6]]),
                      vec([a for a, _ in eval_plain]), vec([b for _, b in eval_plain]), vec(levels), vec(both_sides))
@@ -519,7 +520,7 @@ def test_rfd_explicit_uniformity_sets_and_plain_eval_pairs(tiny_encoder, rfd_dat
 def test_rfd_over_checkpoints_is_the_mean(rfd_data):
     train_pairs, eval_pairs = rfd_data
     encoders = [cselab.SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg", seed=s) for s in (0, 1)]
-    got = E.rfd(encoders, train_pairs, eval_pairs, dropout=False)
+    got = N.rfd(encoders, train_pairs, eval_pairs, dropout=False)
     refs = [_reference_rfd_no_dropout(e, train_pairs, eval_pairs.sentences1, eval_pairs.sentences2, RFD_SCORES)
             for e in encoders]
     assert got["n_checkpoints"] == 2
@@ -535,31 +536,31 @@ def test_rfd_dropout_mode_like_the_official_train_mode(rfd_data):
     sentences = [a for a, _ in rfd_data[0]]
     dropout_pairs = [(s, s) for s in sentences]  # unsupervised SimCSE's training pairs
     _, eval_pairs = rfd_data
-    off = E.rfd(encoder, dropout_pairs, eval_pairs, dropout=False)["checkpoints"][0]
+    off = N.rfd(encoder, dropout_pairs, eval_pairs, dropout=False)["checkpoints"][0]
     assert off["train_alignment"] < 1e-10  # eval mode: (x, x) is trivially aligned
     rng = torch.get_rng_state()
-    on = E.rfd(encoder, dropout_pairs, eval_pairs, seed=3)["checkpoints"][0]
+    on = N.rfd(encoder, dropout_pairs, eval_pairs, seed=3)["checkpoints"][0]
     assert torch.equal(torch.get_rng_state(), rng)  # measuring during training does not change the run
     assert not encoder.training and not encoder.model.training  # mode restored
     assert on["train_alignment"] > 1e-4  # each copy of x got its own dropout mask
-    assert E.rfd(encoder, dropout_pairs, eval_pairs, seed=3)["checkpoints"][0] == on  # seeded
-    assert E.rfd(encoder, dropout_pairs, eval_pairs, seed=4)["checkpoints"][0] != on
+    assert N.rfd(encoder, dropout_pairs, eval_pairs, seed=3)["checkpoints"][0] == on  # seeded
+    assert N.rfd(encoder, dropout_pairs, eval_pairs, seed=4)["checkpoints"][0] != on
     encoder.train()
-    E.rfd(encoder, dropout_pairs, eval_pairs)
+    N.rfd(encoder, dropout_pairs, eval_pairs)
     assert encoder.training and encoder.model.training
     encoder.eval()
     # with every dropout probability at 0, training mode changes nothing: same numbers as eval mode
     set_dropout(encoder.model, 0.0)
-    zero = E.rfd(encoder, dropout_pairs, eval_pairs)["checkpoints"][0]
+    zero = N.rfd(encoder, dropout_pairs, eval_pairs)["checkpoints"][0]
     for key in off:
         assert zero[key] == pytest.approx(off[key], abs=1e-5), key
 
 
 def test_rfd_tracker_gives_the_terms_per_call(tiny_encoder, rfd_data):
     train_pairs, eval_pairs = rfd_data
-    track = E.rfd_tracker(train_pairs, eval_pairs, dropout=False, max_pairs=5)
+    track = N.rfd_tracker(train_pairs, eval_pairs, dropout=False, max_pairs=5)
     got = track(tiny_encoder)
-    assert list(got) == list(E.RFD_TERMS) and all(isinstance(v, float) for v in got.values())
+    assert list(got) == list(N.RFD_TERMS) and all(isinstance(v, float) for v in got.values())
     assert not set(got) & {"step", "epoch", "loss", "learning_rate", "eval_score", "best_score", "seconds"}
     want = _reference_rfd_no_dropout(tiny_encoder, train_pairs, eval_pairs.sentences1, eval_pairs.sentences2,
                                      RFD_SCORES, max_pairs=5)
@@ -571,34 +572,34 @@ def test_rfd_bad_inputs(tiny_encoder, rfd_data):
     train_pairs, eval_pairs = rfd_data
     no_positive = D.ScoredPairs(eval_pairs.sentences1, eval_pairs.sentences2, np.zeros(8), "zeros")
     with pytest.raises(ValueError, match="gold score >= 4.0"):
-        E.rfd(tiny_encoder, train_pairs, no_positive)
+        N.rfd(tiny_encoder, train_pairs, no_positive)
     with pytest.raises(ValueError, match="at least 2 sentences"):
-        E.rfd(tiny_encoder, train_pairs, eval_pairs, train_sentences=["only one"])
+        N.rfd(tiny_encoder, train_pairs, eval_pairs, train_sentences=["only one"])
     with pytest.raises(TypeError, match="single string"):
-        E.rfd(tiny_encoder, train_pairs, eval_pairs, eval_sentences="a sentence")
+        N.rfd(tiny_encoder, train_pairs, eval_pairs, eval_sentences="a sentence")
     with pytest.raises(ValueError, match="at least one encoder"):
-        E.rfd([], train_pairs, eval_pairs)
+        N.rfd([], train_pairs, eval_pairs)
     with pytest.raises(ValueError, match="max_pairs"):
-        E.rfd(tiny_encoder, train_pairs, eval_pairs, max_pairs=0)
+        N.rfd(tiny_encoder, train_pairs, eval_pairs, max_pairs=0)
 
     class EncodeOnly:
         def encode(self, sentences, **kwargs):
             return torch.randn(len(sentences), 4)
 
     with pytest.raises(TypeError, match="dropout=False"):
-        E.rfd(EncodeOnly(), train_pairs, eval_pairs)
-    assert E.rfd(EncodeOnly(), train_pairs, eval_pairs, dropout=False)["n_checkpoints"] == 1
+        N.rfd(EncodeOnly(), train_pairs, eval_pairs)
+    assert N.rfd(EncodeOnly(), train_pairs, eval_pairs, dropout=False)["n_checkpoints"] == 1
 
 
 # ------------------------------------------------------------------ RFD of the course's data sources
 def test_rfd_training_data_of_graded_rows():
     rows = [{"sent0": "a", "level5": "b", "level4": "c", "level3": None, "split": "aigen"},
             {"sent0": "d", "level5": None, "level4": None, "level3": None, "split": "other"}]
-    assert E.rfd_training_data(rows) == {"train_pairs": [("a", "b"), ("d", "d")],
+    assert N.rfd_training_data(rows) == {"train_pairs": [("a", "b"), ("d", "d")],
                                          "train_sentences": ["a", "b", "c", "d"]}
-    assert E.rfd_training_data(rows, "level4")["train_pairs"] == [("a", "c"), ("d", "d")]  # STS_HT aligns on '4'
+    assert N.rfd_training_data(rows, "level4")["train_pairs"] == [("a", "c"), ("d", "d")]  # STS_HT aligns on '4'
     with pytest.raises(ValueError, match="'level3' is empty"):
-        E.rfd_training_data(rows, "level3")
+        N.rfd_training_data(rows, "level3")
 
 
 def test_rfd_of_unsupervised_and_nli_data_for_the_tiny_encoder():
@@ -609,15 +610,15 @@ def test_rfd_of_unsupervised_and_nli_data_for_the_tiny_encoder():
     corpus = [line.split("\t")[1] for line in lines]
     with open(Path(D.COURSE_DATA_DIR) / "toy_nli.csv", encoding="utf-8", newline="") as f:
         triplets = list(csv.reader(f))[1:]
-    unsup = E.rfd_training_data(D.read_graded_groups(D.COURSE_DATA_DIR / "toy_corpus.tsv"))
-    nli = E.rfd_training_data(D.read_graded_groups(D.COURSE_DATA_DIR / "toy_nli.csv"))
+    unsup = N.rfd_training_data(N.read_graded_groups(D.COURSE_DATA_DIR / "toy_corpus.tsv"))
+    nli = N.rfd_training_data(N.read_graded_groups(D.COURSE_DATA_DIR / "toy_nli.csv"))
     assert unsup == {"train_pairs": [(s, s) for s in corpus], "train_sentences": corpus}
     assert nli["train_pairs"] == [(a, b) for a, b, _ in triplets]
     assert nli["train_sentences"] == [s for t in triplets for s in t]  # anchors and their levels (supervised data)
 
     encoder = cselab.SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg", seed=42)
     eval_pairs = D.read_scored_pairs()
-    got = {name: E.rfd(encoder, eval_pairs=eval_pairs, **data) for name, data in (("unsup", unsup), ("nli", nli))}
+    got = {name: N.rfd(encoder, eval_pairs=eval_pairs, **data) for name, data in (("unsup", unsup), ("nli", nli))}
     for name, r in got.items():
         print(f"RFD {name}: rfd_a {r['rfd_a']:+.4f} rfd_u {r['rfd_u']:+.4f}")
         assert all(math.isfinite(r[k]) for k in ("rfd_a", "rfd_u"))

@@ -404,7 +404,7 @@ def test_smollm2_comparison_set_covers_the_first_16_sources():
 
 
 def test_training_file_mixes_generated_groups_and_unlabeled_sentences(tmp_path):
-    from cselab.data import read_graded_groups
+    from cselab.methods.ngcse import read_graded_groups
     from cselab.llm_data import write_training_file
 
     groups = [{"pattern": "sts", "sentence": f"s{i}", "5": f"p{i}", "4": f"m{i}", "3": f"n{i}", "id": "x"}

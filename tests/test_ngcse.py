@@ -462,7 +462,7 @@ def test_trains_with_the_generic_trainer(tmp_path, monkeypatch, pooler_type):
     import datasets.config
 
     from cselab.configs import resolve_config
-    from cselab.evaluate import RFD_TERMS, rfd_from_history, rfd_tracker
+    from cselab.methods.ngcse import RFD_TERMS, rfd_from_history, rfd_tracker
     from cselab.train import train
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))

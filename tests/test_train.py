@@ -877,8 +877,11 @@ def test_load_ngcse_jsonl_and_nli_triplets(tmp_path, tiny_tokenizer):
     from cselab.methods import NGCSE
 
     path = write_ngcse_jsonl(tmp_path / "hybrid.jsonl", n_other=2)
-    # the generic .jsonl rule tells NGCSE rows (sentence) from DeCLUTR documents (text)
-    ds = load_training_data(data_config(path), tiny_tokenizer, ("sent0", "level5", "level4", "level3"))
+    # the generic .jsonl rule reads documents; graded rows need the method's own reader, and the error says so
+    with pytest.raises(ValueError, match=r"hybrid\.jsonl:1: a 'sentence' row, not a document .*read_training_file"):
+        load_training_data(data_config(path), tiny_tokenizer, ("sent0",))
+    ds = load_training_data(data_config(path), tiny_tokenizer, ("sent0", "level5", "level4", "level3"),
+                            reader=NGCSE.read_training_file)
     ids = lambda texts: tiny_tokenizer(list(texts), truncation=True, max_length=32)["input_ids"]  # noqa: E731
     assert ds["sent0"][:4] == ids(g[0] for g in GROUPS) and ds["level4"][:4] == ids(g[2] for g in GROUPS)
     empty = tiny_tokenizer(" ")["input_ids"]  # an absent level: only the special tokens, as SimCSE's " "
@@ -904,7 +907,7 @@ def test_load_ngcse_jsonl_and_nli_triplets(tmp_path, tiny_tokenizer):
     bad.write_text(json.dumps({"split": "aigen", "sentence": "a", "5": "b", "4": "c", "3": "d"}) + "\n"
                    + json.dumps({"split": "aigen", "sentence": "a", "5": "b"}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: this group has the levels \['level5'\]"):
-        load_training_data(data_config(bad), tiny_tokenizer, ("sent0",))
+        load_training_data(data_config(bad), tiny_tokenizer, ("sent0",), reader=NGCSE.read_training_file)
 
 
 @pytest.mark.parametrize("name", ["ngcse-wiki-sts-ht-bert-base", "ngcse-wiki-sts-ht-roberta-base",

@@ -58,7 +58,7 @@ REGISTRY: dict[str, RemoteDataset] = {
                                    False, None, "60 WikiText articles as documents (DeCLUTR, laptop profile)",
                                    "wikitext"),
     # NGCSE's hybrid data (data/download_hybrid.sh: a git-lfs clone of this hub data set, reference §8.7): its
-    # scripts train on data/wiki_sts.jsonl and data/nli_sts.jsonl, rows read by read_graded_groups.
+    # scripts train on data/wiki_sts.jsonl and data/nli_sts.jsonl, rows read by cselab.methods.ngcse.read_graded_groups.
     # [unverified filename]: the hub listing could not be checked offline; the names are those of the scripts.
     "ngcse-wiki-sts": RemoteDataset("ngcse-wiki-sts", NGCSE_DATA_URL + "wiki_sts.jsonl", "ngcse/wiki_sts.jsonl",
                                     False, None, "NGCSE Wiki.STS_HT training data (hybrid: 'other' sentences + "

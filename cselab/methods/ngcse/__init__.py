@@ -13,7 +13,7 @@ Data (reference §8.1). Two kinds of rows share one batch:
   tokenizers such as RoBERTa's and SmolLM2's); a row with some levels empty is an error.
 
 The trainer reads the training file with :meth:`NGCSE.read_training_file`
-(:func:`cselab.data.read_graded_groups`: NGCSE's ``.jsonl``, a ``sent0,sent1,hard_neg`` ``.csv`` as
+(:func:`read_graded_groups`: NGCSE's ``.jsonl``, a ``sent0,sent1,hard_neg`` ``.csv`` as
 K = 3 groups, ``.txt``/``.tsv`` sentences as *other* rows) and :meth:`NGCSE.prepare_dataset`
 narrows :attr:`NGCSE.levels` to the levels that data fills, so one configuration trains on K = 4,
 K = 3 or unsupervised data.
@@ -63,13 +63,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .. import distributed as dist_utils
-from ..configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, register_presets
-from ..encoders import (MASK_POOLER, TRAIN_POOLERS, PromptEncoder, PromptTemplate, SentenceEncoder, eval_pooling,
+from ... import distributed as dist_utils
+from ...configs import CI_PRETRAINED, CI_TINY, COURSE_DATA, LAPTOP, TrainConfig, register_presets
+from ...encoders import (MASK_POOLER, TRAIN_POOLERS, PromptEncoder, PromptTemplate, SentenceEncoder, eval_pooling,
                         mask_pool)
-from ..losses import hierarchical_triplet_loss, info_nce
-from .base import Method, register
-from .simcse import forward_and_pool
+from ...losses import hierarchical_triplet_loss, info_nce
+from ..base import Method, register
+from ..simcse import forward_and_pool
+from .groups import GRADED_LEVELS, GRADED_SPLITS, graded_levels, is_graded_jsonl, read_graded_groups
+from .rfd import RFD_TERMS, rfd, rfd_from_history, rfd_terms, rfd_tracker, rfd_training_data
 
 LEVEL_COLUMNS = ("level5", "level4", "level3")  # NGCSE's keys '5', '4', '3' (STS pattern)
 NLI_LEVEL_COLUMNS = ("level5", "level4")  # NLI pattern: '5' entailment, '4' contradiction
@@ -202,10 +204,8 @@ class NGCSE(Method):
     # ------------------------------------------------------------------ trainer hooks
     @staticmethod
     def read_training_file(path) -> list[dict]:
-        """The trainer's reader for NGCSE: :func:`cselab.data.read_graded_groups` (``.jsonl`` NGCSE rows,
+        """The trainer's reader for NGCSE: :func:`read_graded_groups` (``.jsonl`` NGCSE rows,
         ``.csv`` triplets/level tables, ``.txt``/``.tsv`` sentences); absent levels are None."""
-        from ..data import read_graded_groups
-
         return read_graded_groups(path)
 
     def prepare_dataset(self, dataset, tokenizer=None):
