@@ -51,31 +51,35 @@ class SeedRuns:
         return [self.final[a, s] - self.final[b, s] for s in self.seeds if (a, s) in self.final and (b, s) in self.final]
 
     def direction(self, a: str, b: str) -> str:
-        """One line on a paper's claim "``a`` ends above ``b``": the paired difference over the seeds,
-        and whether the claim holds in every seed, on average only, within the seed spread, or reversed."""
+        """One line on a paper's claim "``a`` ends above ``b``": the per-seed differences (mean ± sd), and
+        whether the claim holds in every seed, on average, within the spread of the differences, or reversed."""
         d = self.paired(a, b)
         m, sd = statistics.fmean(d), (statistics.stdev(d) if len(d) > 1 else 0.0)
         above = sum(x > 0 for x in d)
-        reading = ("holds in every seed" if above == len(d) and len(d) > 1 else
-                   "one seed only: cannot tell" if len(d) == 1 else
-                   "within the seed spread: not shown at this scale" if abs(m) <= sd else
+        reading = ("one seed only: cannot tell" if len(d) == 1 else
+                   "no difference: every seed within 0.01" if max(abs(x) for x in d) < 0.01 else
+                   "within the spread of the differences: not shown at this scale" if abs(m) <= sd else
+                   "holds in every seed" if above == len(d) else
                    "holds on average" if m > 0 else "reversed")
-        return (f"{a} minus {b}: {m:+.2f} ± {sd:.2f} (mean ± sd over {len(d)} seeds, above in {above}); "
-                f"the paper's direction: {reading}")
+        return (f"{a} minus {b}: {m:+.2f} ± {sd:.2f} (mean ± sd of the {len(d)} per-seed differences, above in "
+                f"{above}); the paper's direction: {reading}")
 
     def table(self, paper: dict[str, str] | None = None) -> str:
-        """Variants by seeds (``*`` = run live now), mean ± sd, and the paper's value when given."""
+        """Variants by seeds (``*`` = this notebook's run), mean ± sd, and the paper's value when given."""
         cols = "".join(f"{f'seed {s}' + ('*' if any(k[1] == s for k in self.live) else ''):>10}" for s in self.seeds)
         lines = [f"{'variant':<28}{cols}{'mean ± sd':>16}" + (f"{'paper':>18}" if paper else "")]
         starts = [statistics.fmean([v for (_, s2), v in self.initial.items() if s2 == s]) for s in self.seeds
                   if any(s2 == s for _, s2 in self.initial)]
         if len(starts) == len(self.seeds):
             m, sd = statistics.fmean(starts), (statistics.stdev(starts) if len(starts) > 1 else 0.0)
-            lines.append(f"{'step 0 (untrained)':<28}" + "".join(f"{x:10.2f}" for x in starts) + f"{m:>9.2f} ± {sd:4.2f}")
+            lines.append(f"{'step 0 (before training)':<28}" + "".join(f"{x:10.2f}" for x in starts) + f"{m:>9.2f} ± {sd:4.2f}")
         for v in self.variants:
             row = "".join(f"{self.final[v, s]:10.2f}" if (v, s) in self.final else f"{'-':>10}" for s in self.seeds)
             m, sd = self.mean_sd(v)
             lines.append(f"{v:<28}{row}{m:>9.2f} ± {sd:4.2f}" + (f"{paper.get(v, '-'):>18}" if paper else ""))
+        if self.live and any(k not in self.live for k in self.final):
+            lines.append("* = this notebook's run (trained now, or loaded from its run folder); "
+                         "the other seeds are recorded runs of the same setting")
         return "\n".join(lines)
 
 
