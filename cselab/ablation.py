@@ -48,7 +48,8 @@ class SeedRuns:
 
     def paired(self, a: str, b: str) -> list[float]:
         """Per seed, final score of ``a`` minus that of ``b``: the same seed means the same data order."""
-        return [self.final[a, s] - self.final[b, s] for s in self.seeds if (a, s) in self.final and (b, s) in self.final]
+        both = [s for s in self.seeds if (a, s) in self.final and (b, s) in self.final]
+        return [self.final[a, s] - self.final[b, s] for s in both]
 
     def direction(self, a: str, b: str) -> str:
         """One line on a paper's claim "``a`` ends above ``b``": the per-seed differences (mean ± sd), and
@@ -72,7 +73,8 @@ class SeedRuns:
                   if any(s2 == s for _, s2 in self.initial)]
         if len(starts) == len(self.seeds):
             m, sd = statistics.fmean(starts), (statistics.stdev(starts) if len(starts) > 1 else 0.0)
-            lines.append(f"{'step 0 (before training)':<28}" + "".join(f"{x:10.2f}" for x in starts) + f"{m:>9.2f} ± {sd:4.2f}")
+            lines.append(f"{'step 0 (before training)':<28}" + "".join(f"{x:10.2f}" for x in starts)
+                         + f"{m:>9.2f} ± {sd:4.2f}")
         for v in self.variants:
             row = "".join(f"{self.final[v, s]:10.2f}" if (v, s) in self.final else f"{'-':>10}" for s in self.seeds)
             m, sd = self.mean_sd(v)
@@ -99,22 +101,29 @@ def _same_setting(recorded: dict, live: dict) -> str | None:
     return None
 
 
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=COURSE_DATA_DIR.parent, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor() or "unknown CPU")
+
+
 def _provenance(name: str, seconds: float) -> dict:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=COURSE_DATA_DIR.parent, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() \
-        else platform.processor()
     import torch
 
+    dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--", "cselab") else ""
     return {"recorded_by": f"the chapter run with every seed live (RECORD_ABLATION = True; make ablations) for {name}",
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain", "--", "cselab") else ""),
-            "machine": f"{cpu}, {platform.system()}", "torch": torch.__version__, "seconds": round(seconds)}
+            "commit": _git("rev-parse", "--short", "HEAD") + dirty,
+            "machine": f"{_cpu_name()}, {platform.system()}", "torch": torch.__version__, "seconds": round(seconds)}
 
 
 def _write(path: Path, runs: SeedRuns, identity: dict, seconds: float) -> None:
@@ -131,17 +140,24 @@ def _read(path: Path, runs: SeedRuns, identity: dict, wanted: list[int]) -> str:
     """Fill ``runs`` with recorded seeds; returns the line that says what was used and why."""
     if not path.is_file():
         return f"no recording at {path}: the table has the live seeds only"
-    doc = json.loads(path.read_text("utf-8"))
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+        recorded = {(r["variant"], r["seed"]): r for r in doc["runs"]}
+        made = doc["provenance"]
+        made = f"{made['date']} at commit {made['commit']} on {made['machine']}"
+    except (ValueError, KeyError, TypeError) as exc:
+        return (f"{path} is not a recording cselab can read ({type(exc).__name__}: {exc}); `make ablations` "
+                "rewrites it: the table has the live seeds only")
     if doc.get("identity") != identity:
         return (f"{path.name} was recorded with {doc.get('identity')}, this run has {identity}: "
                 "the table has the live seeds only")
-    recorded = {(r["variant"], r["seed"]): r for r in doc["runs"]}
     for v in runs.variants:
         here = next(_saved_config(res) for (v2, _), res in runs.live.items() if v2 == v)
         there = next((r["config"] for (v2, _), r in recorded.items() if v2 == v), None)
         why = "no recorded run" if there is None else _same_setting(there, here)
         if why:
-            return f"{path.name} does not match this setting (variant {v!r}: {why}): the table has the live seeds only"
+            return (f"{path.name} does not match this setting (variant {v!r}: {why}): "
+                    "the table has the live seeds only")
     drifts = []
     for (v, s), r in recorded.items():
         if v not in runs.variants or s not in wanted:
@@ -151,10 +167,9 @@ def _read(path: Path, runs: SeedRuns, identity: dict, wanted: list[int]) -> str:
         else:
             runs.initial[v, s], runs.final[v, s] = r["initial_score"], r["final_score"]
     runs.drift = max(drifts) if drifts else None
-    p = doc["provenance"]
     check = ("" if runs.drift is None else
              f"; the live seed ends within {runs.drift:.2f} points of its recorded run")
-    return f"other seeds recorded {p['date']} at commit {p['commit']} on {p['machine']} ({path.name}){check}"
+    return f"other seeds recorded {made} ({path.name}){check}"
 
 
 def over_seeds(run: Callable[[str, int], TrainResult], variants: Iterable[str], seeds: Iterable[int],
@@ -165,7 +180,8 @@ def over_seeds(run: Callable[[str, int], TrainResult], variants: Iterable[str], 
     e.g. which evaluation set). ``write=True`` runs every seed live and (re)writes the recording.
     """
     variants, seeds = list(variants), list(dict.fromkeys(seeds))
-    live_seeds = list(dict.fromkeys(([] if live == "all" else list(live)) + (seeds if write or live == "all" else [])))
+    every = write or live == "all"
+    live_seeds = list(dict.fromkeys(([] if live == "all" else list(live)) + (seeds if every else [])))
     runs = SeedRuns(variants, seeds + [s for s in live_seeds if s not in seeds])
     identity = dict(identity or {})
     started = datetime.datetime.now()

@@ -75,6 +75,16 @@ def test_another_identity_or_no_recording_keeps_the_live_seeds_only(tmp_path, ca
     assert "was recorded with {'eval': 'dev'}" in out and "no recording at" in out
 
 
+@pytest.mark.parametrize("text", ["{not json", '{"runs": [{"variant": "a"}]}', "[]"])
+def test_an_unreadable_recording_is_named_and_never_used(tmp_path, capsys, text):
+    record_path("t", tmp_path).write_text(text, "utf-8")
+    runs = over_seeds(fake_runner(tmp_path / "live"), ["a", "b"], [0, 1, 2], live=(0,), record="t",
+                      identity={"eval": "dev"}, record_dir=tmp_path)
+    assert runs.seeds == [0]
+    out = capsys.readouterr().out
+    assert f"{record_path('t', tmp_path)} is not a recording cselab can read" in out and "make ablations" in out
+
+
 def test_a_live_seed_outside_the_list_is_added(tmp_path):
     record(tmp_path)
     scores = {**SCORES, ("a", 5): 70.0, ("b", 5): 65.0}

@@ -52,5 +52,5 @@ def config_view(config) -> dict:
     return {**generic, **{k: values[k] for k in METHOD_FIELDS[config.method]}}
 
 
-__all__ = ["DeCLUTR", "DiffCSE", "ESimCSE", "METHOD_FIELDS", "MLMHead", "Method", "NGCSE", "REGISTRY", "SPEED_FIELDS", "SimCSE",
-           "build_method", "config_view", "load_generator", "load_mlm_head", "method_names", "register"]
+__all__ = ["DeCLUTR", "DiffCSE", "ESimCSE", "METHOD_FIELDS", "MLMHead", "Method", "NGCSE", "REGISTRY", "SPEED_FIELDS",
+           "SimCSE", "build_method", "config_view", "load_generator", "load_mlm_head", "method_names", "register"]
