@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -90,7 +91,12 @@ def record_path(name: str, record_dir: Path = RECORD_DIR) -> Path:
 
 
 def _saved_config(result: TrainResult) -> dict:
-    return json.loads((Path(result.output_dir) / CONFIG_FILE).read_text("utf-8"))
+    """The run's configuration, with paths inside the course checkout written as ``<course>/...`` so that a
+    recording made in one clone matches the same run in another."""
+    root = str(COURSE_DATA_DIR.parent) + os.sep
+    config = json.loads((Path(result.output_dir) / CONFIG_FILE).read_text("utf-8"))
+    return {k: f"<course>/{v[len(root):]}" if isinstance(v, str) and v.startswith(root) else v
+            for k, v in config.items()}
 
 
 def _same_setting(recorded: dict, live: dict) -> str | None:

@@ -54,6 +54,22 @@ def test_recording_then_one_live_seed_reads_the_others(tmp_path, capsys):
     assert "within 0.30 points of its recorded run" in capsys.readouterr().out
 
 
+def test_paths_inside_the_course_checkout_match_in_another_clone(tmp_path, capsys, monkeypatch):
+    import cselab.ablation as A
+
+    clone_a, clone_b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setattr(A, "COURSE_DATA_DIR", clone_a / "data")
+    record(tmp_path, config={"train_file": str(clone_a / "data" / "toy.tsv"), "other": "/elsewhere/x.txt"})
+    doc = json.loads(record_path("t", tmp_path).read_text("utf-8"))
+    assert {r["config"]["train_file"] for r in doc["runs"]} == {"<course>/data/toy.tsv"}
+    assert {r["config"]["other"] for r in doc["runs"]} == {"/elsewhere/x.txt"}  # outside the checkout: as is
+    monkeypatch.setattr(A, "COURSE_DATA_DIR", clone_b / "data")  # the same run in another clone
+    runs = over_seeds(fake_runner(tmp_path / "live", config={"train_file": str(clone_b / "data" / "toy.tsv"),
+                                                             "other": "/elsewhere/x.txt"}),
+                      ["a", "b"], [0, 1, 2], live=(0,), record="t", identity={"eval": "dev"}, record_dir=tmp_path)
+    assert runs.seeds == [0, 1, 2] and runs.drift == 0.0
+
+
 def test_a_recording_of_another_setting_is_not_mixed_in(tmp_path, capsys):
     record(tmp_path)
     runs = over_seeds(fake_runner(tmp_path / "live", config={"max_steps": 40}), ["a", "b"], [0, 1, 2], live=(0,),
