@@ -26,6 +26,17 @@ RECORD_DIR = COURSE_DATA_DIR / "ablations"
 MACHINE_FIELDS = ("seed", "device")  # config fields that may differ between a recorded and a live run
 
 
+def mean_sd(xs: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); the sd of one value is 0."""
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def live_seeds(profile: str, seed: int, seeds: Iterable[int]) -> tuple[int, ...]:
+    """The seeds a chapter runs now: in ``ci`` only its own ``seed`` (the others are recorded), else
+    ``seed`` and every ablation seed."""
+    return (seed,) if profile == "ci" else tuple(dict.fromkeys((seed, *seeds)))
+
+
 @dataclass
 class SeedRuns:
     """The final (and step-0) score of every (variant, seed), live or recorded."""
@@ -44,8 +55,7 @@ class SeedRuns:
 
     def mean_sd(self, variant: str) -> tuple[float, float]:
         """Mean and sample standard deviation (n - 1) of the final scores; sd is 0 for one seed."""
-        xs = self.scores(variant)
-        return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+        return mean_sd(self.scores(variant))
 
     def paired(self, a: str, b: str) -> list[float]:
         """Per seed, final score of ``a`` minus that of ``b``: the same seed means the same data order."""
@@ -56,7 +66,7 @@ class SeedRuns:
         """One line on a paper's claim "``a`` ends above ``b``": the per-seed differences (mean ± sd), and
         whether the claim holds in every seed, on average, within the spread of the differences, or reversed."""
         d = self.paired(a, b)
-        m, sd = statistics.fmean(d), (statistics.stdev(d) if len(d) > 1 else 0.0)
+        m, sd = mean_sd(d)
         above = sum(x > 0 for x in d)
         reading = ("one seed only: cannot tell" if len(d) == 1 else
                    "no difference: every seed within 0.01" if max(abs(x) for x in d) < 0.01 else
@@ -73,7 +83,7 @@ class SeedRuns:
         starts = [statistics.fmean([v for (_, s2), v in self.initial.items() if s2 == s]) for s in self.seeds
                   if any(s2 == s for _, s2 in self.initial)]
         if len(starts) == len(self.seeds):
-            m, sd = statistics.fmean(starts), (statistics.stdev(starts) if len(starts) > 1 else 0.0)
+            m, sd = mean_sd(starts)
             lines.append(f"{'step 0 (before training)':<28}" + "".join(f"{x:10.2f}" for x in starts)
                          + f"{m:>9.2f} ± {sd:4.2f}")
         for v in self.variants:

@@ -151,3 +151,13 @@ def test_table_rows_and_step_zero(tmp_path):
     assert row_a[4] == f"{np.mean([61, 63, 62]):.2f}" and row_a[6] == f"{np.std([61, 63, 62], ddof=1):.2f}"
     assert row_a[-1] == "82.5" and lines[3].split()[-1] == "-"
     assert math.isclose(runs.mean_sd("b")[0], (60 + 60.5 + 62.5) / 3)
+
+
+def test_live_seeds_and_mean_sd():
+    from cselab.ablation import live_seeds, mean_sd
+
+    assert live_seeds("ci", 5, (0, 1, 2)) == (5,)  # ci: the chapter's seed; the others are recorded
+    assert live_seeds("laptop", 0, (0, 1, 2)) == (0, 1, 2) and live_seeds("full", 7, (0, 1)) == (7, 0, 1)
+    assert mean_sd([2.0]) == (2.0, 0.0)
+    m, sd = mean_sd([1.0, 2.0, 4.0])
+    assert m == pytest.approx(7 / 3) and sd == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
