@@ -198,7 +198,7 @@ class _Columns:
         self.sentences1, self.sentences2 = sentences1, sentences2
 
 
-def _as_columns(pairs) -> _Columns:
+def pair_columns(pairs) -> _Columns:
     """``[(s1, s2), ...]`` (rows) or ``(s1_list, s2_list)`` (columns) -> validated columns.
 
     An outer tuple of length 2 is read as columns; anything else as rows. The one shape that fits
@@ -247,7 +247,7 @@ def similarity(encoder, pairs, batch_size: int = 128, show_progress: bool | None
     Each distinct sentence is encoded once. As in :func:`cosine_scores`, a pair of identical
     sentences gets exactly 1.0 and a zero vector gives 0.0 (``nan_to_num``).
     """
-    return cosine_scores(encoder, _as_columns(pairs), batch_size, show_progress)
+    return cosine_scores(encoder, pair_columns(pairs), batch_size, show_progress)
 
 
 def _sentence_list(sentences, what: str) -> list[str]:
@@ -428,7 +428,7 @@ def pair_classification(encoder, pairs, labels=None, threshold: float | None = N
     else:
         if labels is None:
             raise ValueError("Pass labels=[0/1 per pair] with plain sentence pairs (or pass cselab.data.LabeledPairs).")
-        columns = _as_columns(pairs)
+        columns = pair_columns(pairs)
     y = _binary_labels(labels, len(columns.sentences1))
     if len(columns.sentences2) != len(y):
         raise ValueError(f"sentences2 has {len(columns.sentences2)} sentences but there are {len(y)} labels.")

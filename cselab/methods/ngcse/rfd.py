@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ... import data as D
-from ...evaluate import _as_columns
+from ...evaluate import pair_columns
 from ...losses import alignment, uniformity
 from .groups import graded_levels
 
@@ -52,7 +52,7 @@ class _RfdData:
                  low_threshold: float = 1.0, max_pairs: int = 1000, max_sentences: int = 1000):
         if max_pairs < 1 or max_sentences < 2:
             raise ValueError(f"max_pairs must be >= 1 and max_sentences >= 2, got {max_pairs} and {max_sentences}.")
-        train = _as_columns(train_pairs)
+        train = pair_columns(train_pairs)
         self.train_x, self.train_y = train.sentences1[:max_pairs], train.sentences2[:max_pairs]
         # official load_jsonl(mode='single'): the anchors of the rows, capped separately from the pairs
         self.train_points = self._points(train_sentences, train.sentences1, max_sentences, "train_sentences")
@@ -69,7 +69,7 @@ class _RfdData:
                         for s in (eval_pairs.sentences1[i], eval_pairs.sentences2[i])]
             default_points = extremes
         else:
-            cols = _as_columns(eval_pairs)
+            cols = pair_columns(eval_pairs)
             self.eval_x, self.eval_y = cols.sentences1[:max_pairs], cols.sentences2[:max_pairs]
             default_points = [s for pair in zip(cols.sentences1, cols.sentences2) for s in pair]
         self.eval_points = self._points(eval_sentences, default_points, max_sentences, "eval_sentences")
