@@ -157,6 +157,7 @@ def test_solutions_copy_keeps_the_solutions_without_markers(path, tmp_path):
         assert after.source.splitlines() == kept
 
 
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_course_commands_write_valid_copies_of_every_chapter(tmp_path):
     """`python -m cselab.course student|solutions OUT` and `cselab course ...` write the same files."""
     for kind in ("student", "solutions"):
@@ -283,6 +284,7 @@ def test_mark_slides_keeps_hand_made_choices_unless_overwrite(tmp_path):
         mark_slides(path)
 
 
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_slides_one_deck_per_chapter(tmp_path):
     decks = build_slides(tmp_path / "slides")
     assert [d.name for d in decks] == [f"{p.stem}.slides.html" for p in chapters()]

@@ -1206,3 +1206,16 @@ def test_scored_pairs_subset_is_fixed_random_and_in_order():
     assert sub.subset(4).source == "toy (4-pair subset)"
     with pytest.raises(ValueError, match="at least 2"):
         pairs.subset(1)
+
+
+def test_labeled_pairs_subset_draws_like_scored_pairs():
+    from cselab.data import LabeledPairs
+
+    pairs = LabeledPairs([f"a{i}" for i in range(40)], [f"b{i}" for i in range(40)], np.arange(40) % 2, "mrpc")
+    sub = pairs.subset(7, seed=3)
+    keep = np.sort(np.random.default_rng(3).choice(40, size=7, replace=False))  # the documented draw
+    assert sub.sentences1 == [f"a{i}" for i in keep] and sub.sentences2 == [f"b{i}" for i in keep]
+    assert sub.labels.tolist() == (keep % 2).tolist() and sub.source == "mrpc (7-pair subset)"
+    assert sub.subset(3).source == "mrpc (3-pair subset)" and pairs.subset(40) is pairs
+    with pytest.raises(ValueError, match="at least 1"):
+        pairs.subset(0)

@@ -582,6 +582,7 @@ def test_hub_id_not_cached_and_hub_unreachable(tmp_path, monkeypatch):
     assert not any(cache.rglob("*.safetensors"))
 
 
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_hub_id_unreachable_in_fresh_process(tmp_path):
     """Same, with the hub cache and offline mode set before huggingface_hub is imported."""
     cache = tmp_path / "hf"

@@ -144,6 +144,7 @@ def sts_run(shared_data_dir, tiny_encoder):
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_evaluate_sts_key_order(sts_run):
     assert list(sts_run["scores"]) == SIMCSE_ORDER + ["avg"]
     assert all(isinstance(v, float) for v in sts_run["scores"].values())
@@ -154,6 +155,7 @@ def test_evaluate_sts_key_order(sts_run):
     "STS12",
     *SIMCSE_ORDER[1:],
 ])
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_evaluate_sts_equals_independent_computation(sts_run, task):
     """THE acceptance test: cselab.evaluate_sts == SentEval's rules recomputed here, to 1e-6."""
     assert sts_run["scores"][task] == pytest.approx(sts_run["reference"][task], abs=1e-6)
@@ -161,12 +163,14 @@ def test_evaluate_sts_equals_independent_computation(sts_run, task):
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("task", SIMCSE_ORDER)
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_evaluate_sts_close_to_independent_computation(sts_run, task):
     """Loose bound that also holds while the tie bug is open (STS12 is off by 2.4e-4)."""
     assert sts_run["scores"][task] == pytest.approx(sts_run["reference"][task], abs=1e-3)
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_evaluate_sts_avg(sts_run):
     scores = sts_run["scores"]
     assert scores["avg"] == pytest.approx(np.mean([scores[t] for t in SIMCSE_ORDER]), abs=1e-12)
@@ -174,6 +178,7 @@ def test_evaluate_sts_avg(sts_run):
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_pair_counts_equal_senteval(sts_run, shared_data_dir):
     assert sts_run["counts"] == SENTEVAL_COUNTS  # the independent parse
     for task in SIMCSE_ORDER:
@@ -187,6 +192,7 @@ def test_pair_counts_equal_senteval(sts_run, shared_data_dir):
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_all_spearman_is_the_returned_score(sts_run):
     for task in SIMCSE_ORDER:
         assert sts_run["scores"][task] == 100.0 * sts_run["calls"][task]["all"]["spearman"]
@@ -194,6 +200,7 @@ def test_all_spearman_is_the_returned_score(sts_run):
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("year", list(SENTEVAL_SUBSETS))
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_sts_correlations_mean_and_wmean_real(sts_run, year):
     result = sts_run["calls"][year]
     subsets = SENTEVAL_SUBSETS[year]
@@ -602,6 +609,7 @@ def test_rfd_training_data_of_graded_rows():
         N.rfd_training_data(rows, "level3")
 
 
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_rfd_of_unsupervised_and_nli_data_for_the_tiny_encoder():
     """The chapter's comparison of data sources (NGCSE §RFD; the LLM-generated source comes later): the tiny
     encoder (mean pooling, seed 42) against the shipped scored pairs. Training pairs written out from the

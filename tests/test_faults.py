@@ -188,6 +188,7 @@ def poisoned_method(monkeypatch, bad_step: int, value: float):
 
 @pytest.mark.parametrize("bad_step,value,checked_at,good_ckpt", [(5, math.nan, 6, 3), (7, math.inf, 8, 6)],
                          ids=["nan", "inf"])
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         tmp_path, monkeypatch, uninterrupted, bad_step, value, checked_at, good_ckpt):
     out = tmp_path / "run"

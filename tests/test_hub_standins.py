@@ -77,6 +77,7 @@ def test_cache_layout_is_the_hubs(tmp_path):
     assert json.loads(Path(found).read_text())["model_type"] == "roberta"
 
 
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_standins_load_with_the_right_architectures_offline(tmp_path):
     """In a fresh process (HF_HOME is read at import): cselab's loaders get the hub's architectures."""
     H.build_hub_cache(tmp_path / "home")
@@ -176,6 +177,7 @@ def broken_cache(tmp_path_factory):
     ("wrong-type-encoder", "'bert-base-uncased'", "model_type='roberta'"),
     ("wrong-type-generator", "distilbert-base-uncased", "model_type='bert'"),
 ])
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_broken_hub_models_fail_naming_the_id(broken_cache, job, names, says):
     result = broken_cache[job]
     assert result["rc"] != 0 and result["error"], f"{job} did not fail: {result['stdout'][-2000:]}"

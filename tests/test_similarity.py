@@ -348,6 +348,7 @@ def mrpc_run(shared_data_dir, tiny_encoder):
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_mrpc_end_to_end_is_internally_consistent(mrpc_run):
     train, test, result, cos = mrpc_run["train"], mrpc_run["test"], mrpc_run["result"], mrpc_run["cos"]
     assert set(cos) == {"MRPC/train", "MRPC/test"}
@@ -379,6 +380,7 @@ def test_mrpc_end_to_end_is_internally_consistent(mrpc_run):
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_mrpc_cosines_match_numpy_on_a_sample(mrpc_run, tiny_encoder):
     """The captured test cosines equal numpy's cosine of encode outputs (first 150 pairs; the batch
     composition differs from the package's, so to float32 precision)."""
@@ -391,6 +393,7 @@ def test_mrpc_cosines_match_numpy_on_a_sample(mrpc_run, tiny_encoder):
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_mrpc_fixed_half_threshold(mrpc_run, tiny_encoder, monkeypatch):
     """threshold=0.5 (the reference project's fixed value) on the real test pairs. The cosines
     captured in the dev run are served again instead of re-encoding 3,000 sentences."""

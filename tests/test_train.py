@@ -123,6 +123,7 @@ def tiny_tokenizer():
 
 
 # ------------------------------------------------------------------ resume
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, reference):
     config = ci()
     out = tmp_path / "run"
@@ -213,6 +214,7 @@ def test_resume_between_log_steps_keeps_running_loss(tmp_path, log3):
     assert_same_result(result, log3)
 
 
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_resume_across_epochs(tmp_path):
     """37 examples, batch 8: 5 steps per epoch (the last batch short), 3 epochs, data reshuffled per epoch;
     interrupted once exactly at an epoch's end (step 5) and once inside the second epoch (step 6)."""
@@ -787,6 +789,7 @@ def test_epoch_start_is_not_called_again_when_resuming_inside_an_epoch(tmp_path)
 
 # ------------------------------------------------------------------ ESimCSE and DiffCSE through the same trainer
 @pytest.mark.parametrize("preset", ["esimcse-tiny", "diffcse-tiny", "declutr-tiny", "ngcse-tiny"])
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_resume_of_stateful_methods_equals_uninterrupted(tmp_path, preset):
     """ESimCSE's queue and momentum encoder, DiffCSE's discriminator and masking RNG, DeCLUTR's span
     draws, MLM head and slanted-triangular schedule, NGCSE's head and frozen embeddings survive a resume."""
@@ -1092,6 +1095,7 @@ def test_length_bucketing_rejects_bad_values():
         T.length_bucketed_order([0, 1], [1, 1], 2, 0, 0)
 
 
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_length_bucketing_trains_and_resumes_identically(tmp_path):
     config = ci(length_bucketing=4)
     whole = train(config, tmp_path / "whole", progress=False)
@@ -1122,6 +1126,7 @@ def test_compile_gives_the_eager_losses_without_dropout(tmp_path):
     assert not any("_orig_mod" in k for k in keys)
 
 
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_ngcse_composed_batches_resume_like_an_uninterrupted_run(tmp_path):
     """Held-back generated groups are a function of the epoch's shuffle alone, so a resume finds them again."""
     data = write_ngcse_jsonl(tmp_path / "hybrid.jsonl", n_other=12)  # 4 groups + 12 sentences
@@ -1240,6 +1245,7 @@ def test_static_shapes_run_where_padding_changes_the_draws(tmp_path, preset):
     assert result.steps == 2 and all(math.isfinite(x) for x in _losses(result))
 
 
+@pytest.mark.slow  # in `make test`; out of `make test-fast` (seconds of evaluation, training or subprocesses)
 def test_static_shapes_resume_like_an_uninterrupted_run(tmp_path):
     config = resolve_config("unsup-simcse-tiny", static_shapes=(16, 48), max_steps=6, save_steps=1, eval_steps=3,
                             log_steps=1)

@@ -58,10 +58,9 @@ class ScoredPairs:
             raise ValueError(f"subset(n={n}): a Spearman correlation needs at least 2 pairs.")
         if n >= len(self):
             return self
-        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        source = re.sub(r" \(\d+-pair subset\)$", "", self.source)  # a subset of a subset names the final size
+        keep = _fixed_subset(len(self), n, seed)
         return ScoredPairs([self.sentences1[i] for i in keep], [self.sentences2[i] for i in keep],
-                           self.scores[keep], f"{source} ({n}-pair subset)")
+                           self.scores[keep], _subset_source(self.source, n))
 
 
 @dataclass
@@ -75,6 +74,27 @@ class LabeledPairs:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, n: int, seed: int = 0) -> "LabeledPairs":
+        """A fixed random ``n``-pair subset in the original order, as :meth:`ScoredPairs.subset` draws it
+        (e.g. a short notebook's MRPC); the whole set when ``n >= len(self)``."""
+        if n < 1:
+            raise ValueError(f"subset(n={n}): choose at least 1 pair.")
+        if n >= len(self):
+            return self
+        keep = _fixed_subset(len(self), n, seed)
+        return LabeledPairs([self.sentences1[i] for i in keep], [self.sentences2[i] for i in keep],
+                            self.labels[keep], _subset_source(self.source, n))
+
+
+def _fixed_subset(length: int, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``n`` of ``length`` rows drawn without replacement; the same ``seed``, the same rows."""
+    return np.sort(np.random.default_rng(seed).choice(length, size=n, replace=False))
+
+
+def _subset_source(source: str, n: int) -> str:
+    """``source`` named as an ``n``-pair subset (a subset of a subset names the final size)."""
+    return re.sub(r" \(\d+-pair subset\)$", "", source) + f" ({n}-pair subset)"
 
 
 # ------------------------------------------------------------------ locations
