@@ -80,9 +80,12 @@ class SeedRuns:
         """Variants by seeds (``*`` = this notebook's run), mean ± sd, and the paper's value when given."""
         cols = "".join(f"{f'seed {s}' + ('*' if any(k[1] == s for k in self.live) else ''):>10}" for s in self.seeds)
         lines = [f"{'variant':<28}{cols}{'mean ± sd':>16}" + (f"{'paper':>18}" if paper else "")]
-        starts = [statistics.fmean([v for (_, s2), v in self.initial.items() if s2 == s]) for s in self.seeds
-                  if any(s2 == s for _, s2 in self.initial)]
-        if len(starts) == len(self.seeds):
+        per_seed = [[v for (_, s2), v in self.initial.items() if s2 == s] for s in self.seeds]
+        if any(max(x) - min(x) > 0.01 for x in per_seed if x):  # e.g. methods that pool differently
+            lines.append(f"{'step 0 (before training)':<28}differs between the variants (each is scored as it "
+                         "evaluates): compare a variant with its own step 0")
+        elif all(per_seed):
+            starts = [statistics.fmean(x) for x in per_seed]
             m, sd = mean_sd(starts)
             lines.append(f"{'step 0 (before training)':<28}" + "".join(f"{x:10.2f}" for x in starts)
                          + f"{m:>9.2f} ± {sd:4.2f}")

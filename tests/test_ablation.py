@@ -1,6 +1,7 @@
 """cselab.ablation: seeds run live or read from a recording, and the tables and readings over them.
 
 Expected values are computed by hand or with numpy on the fake scores below."""
+import dataclasses
 import json
 import math
 
@@ -151,6 +152,16 @@ def test_table_rows_and_step_zero(tmp_path):
     assert row_a[4] == f"{np.mean([61, 63, 62]):.2f}" and row_a[6] == f"{np.std([61, 63, 62], ddof=1):.2f}"
     assert row_a[-1] == "82.5" and lines[3].split()[-1] == "-"
     assert math.isclose(runs.mean_sd("b")[0], (60 + 60.5 + 62.5) / 3)
+
+
+def test_table_step_zero_row_only_when_the_variants_start_alike(tmp_path):
+    def run(variant, seed):  # variant "b" is scored another way from step 0 on
+        res = fake_runner(tmp_path)(variant, seed)
+        return res if variant == "a" else dataclasses.replace(res, initial_score=40.0 + seed)
+
+    lines = over_seeds(run, ["a", "b"], [0, 1], live="all", record="none", record_dir=tmp_path).table().splitlines()
+    assert "differs between the variants" in lines[1] and "50.00" not in lines[1] and "45.00" not in lines[1]
+    assert lines[2].split()[:3] == ["a", "61.00", "63.00"]
 
 
 def test_live_seeds_and_mean_sd():

@@ -43,6 +43,12 @@ def test_no_stored_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cell_ids_are_unique(path):  # nbformat renames a duplicate at every load, so a copied cell shows up here
+    ids = [c.get("id") for c in load(path)["cells"]]
+    assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids {sorted({i for i in ids if ids.count(i) > 1})}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_structure(path):
     cells = load(path)["cells"]
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
