@@ -1,7 +1,7 @@
 # cselab: two commands do everything from a fresh clone (see README.md).
 #   make course   set up .venv and execute every chapter notebook into build/notebooks/
 #   make test     set up .venv with dev extras, run unit tests and execute notebooks in the `ci` profile
-#   make test-fast  the same set-up, only the tests not marked slow: no notebook runs, no training longer than a few steps (2 min 50 s on 2 cores)
+#   make test-fast  the same set-up, only the tests not marked slow: no notebook runs, no training longer than a few steps (about 2 min on 2 cores)
 #   make student  write student copies of the chapters (exercise solutions stubbed) into build/student/
 #   make solutions  write instructor copies (solutions kept, markers removed) into build/solutions/
 #   make slides   write one reveal.js deck per chapter into build/slides/ (REVEAL_PREFIX=... for a local reveal.js)

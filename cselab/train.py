@@ -51,7 +51,7 @@ from .evaluate import spearman_on_pairs
 from .methods import build_method
 from .methods.base import hook
 from .profiles import STEP_CAP_ENV, step_cap
-from .utils import seed_everything
+from .utils import quiet_datasets, seed_everything
 
 CONFIG_FILE = "train_config.json"
 RESULT_FILE = "result.json"
@@ -164,10 +164,11 @@ def method_dataset(config: TrainConfig, encoder: SentenceEncoder, method: nn.Mod
     """The training data exactly as ``train`` feeds it to ``method``: read with the method's reader and
     tokenisation options, then ``method.prepare_dataset`` (ESimCSE's word repetition, drawn once as the
     official code does; DeCLUTR's length check; NGCSE's levels). ``dataset[i:j]`` is then a batch of rows."""
-    dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir,
-                                 hook(method, "tokenize_kwargs"), hook(method, "keep_columns") or (),
-                                 hook(method, "read_training_file"))
-    return hook(method, "prepare_dataset")(dataset, encoder.tokenizer)
+    with quiet_datasets():
+        dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir,
+                                     hook(method, "tokenize_kwargs"), hook(method, "keep_columns") or (),
+                                     hook(method, "read_training_file"))
+        return hook(method, "prepare_dataset")(dataset, encoder.tokenizer)
 
 
 def row_lengths(dataset, columns: tuple[str, ...]) -> list[int]:

@@ -20,6 +20,21 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
+def quiet_datasets():
+    """No ``datasets`` progress bars ("Generating train split", "Tokenising", a method's map) for the block:
+    reading a course training file takes seconds, and in a notebook every state of a bar stays in the output."""
+    import datasets
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
+
+@contextlib.contextmanager
 def quiet_transformers(gguf: bool = False):
     """No "Loading weights"/"Writing model shards" bars and no LOAD REPORT tables for one load or save; with
     ``gguf``, no GGUF de-quantising bar either (a plain tqdm).

@@ -1250,3 +1250,22 @@ def test_static_shapes_resume_like_an_uninterrupted_run(tmp_path):
     config = resolve_config("unsup-simcse-tiny", static_shapes=(16, 48), max_steps=6, save_steps=1, eval_steps=3,
                             log_steps=1)
     assert_resume_equals_uninterrupted(config, tmp_path, stop_after=4)
+
+
+def test_method_dataset_shows_no_datasets_progress_bars(tmp_path, capfd):
+    """Reading and tokenising a training file prints no bars (in a notebook every bar state stays in the
+    output), and leaves the caller's setting of ``datasets``' bars as it was."""
+    import datasets
+
+    from cselab.methods import build_method
+
+    corpus = tmp_path / "fresh_corpus.txt"  # a new file: nothing cached, so datasets would draw its bars
+    corpus.write_text("".join(f"sentence number {i} of a fresh file .\n" for i in range(50)), "utf-8")
+    config = resolve_config("unsup-simcse-tiny", train_file=str(corpus))
+    encoder = SentenceEncoder.from_pretrained(config.model, pooling=config.train_pooling, seed=0)
+    datasets.enable_progress_bars()
+    capfd.readouterr()
+    rows = T.method_dataset(config, encoder, build_method(config, encoder))
+    err = capfd.readouterr().err
+    assert len(rows) == 50 and "Tokenising" not in err and "Generating train split" not in err, err
+    assert datasets.is_progress_bar_enabled()
