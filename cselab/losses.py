@@ -201,7 +201,7 @@ def hierarchical_triplet_loss(
                          f"graded levels) to have one adjacent pair of levels; got K - 1 = {levels.shape[1]} level(s).")
     margins = [float(m) for m in margins]
     if not margins:
-        raise ValueError("margins is empty: give at least one margin (NGCSE: (5e-3, 5e-2)).")
+        raise ValueError("margins is empty: give at least one margin, e.g. (5e-3, 5e-2).")
     bad = [m for m in margins if not (math.isfinite(m) and m >= 0.0)]
     if bad:
         raise ValueError(f"margins must be finite and >= 0 (a negative margin rewards an inverted hierarchy); "
