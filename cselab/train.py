@@ -27,6 +27,7 @@ checkpoints carry it; parameters with ``requires_grad=False`` are not optimised.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import json
@@ -160,11 +161,13 @@ def load_training_data(config: TrainConfig, tokenizer, columns: tuple[str, ...],
     return ds.map(tokenize, batched=True, remove_columns=drop, desc="Tokenising")
 
 
-def method_dataset(config: TrainConfig, encoder: SentenceEncoder, method: nn.Module, data_dir=None):
+def method_dataset(config: TrainConfig, encoder: SentenceEncoder, method: nn.Module, data_dir=None,
+                   progress: bool = False):
     """The training data exactly as ``train`` feeds it to ``method``: read with the method's reader and
     tokenisation options, then ``method.prepare_dataset`` (ESimCSE's word repetition, drawn once as the
-    official code does; DeCLUTR's length check; NGCSE's levels). ``dataset[i:j]`` is then a batch of rows."""
-    with quiet_datasets():
+    official code does; DeCLUTR's length check; NGCSE's levels). ``dataset[i:j]`` is then a batch of rows.
+    ``progress``: show ``datasets``' bars (reading, tokenising); off, nothing is printed."""
+    with contextlib.nullcontext() if progress else quiet_datasets():
         dataset = load_training_data(config, encoder.tokenizer, method.columns, data_dir,
                                      hook(method, "tokenize_kwargs"), hook(method, "keep_columns") or (),
                                      hook(method, "read_training_file"))
@@ -426,7 +429,7 @@ def _steps(n_rows: int, config: TrainConfig, world: int) -> tuple[int, int]:
 
 
 def _setup(config: TrainConfig, output_dir: Path, data_dir, encoder: SentenceEncoder | None,
-           method: nn.Module | None, extra_metrics) -> _Run:
+           method: nn.Module | None, extra_metrics, progress: bool = False) -> _Run:
     """Seed, model, method head, data, evaluation pairs, optimizer and schedule (in the official order)."""
     start_time = time.perf_counter()
     rank, world = dist_utils.rank(), dist_utils.world_size()
@@ -438,7 +441,7 @@ def _setup(config: TrainConfig, output_dir: Path, data_dir, encoder: SentenceEnc
     set_dropout(encoder.model, config.dropout)
     method = (method if method is not None else build_method(config, encoder)).to(device)
     modules = _Trainable(encoder, method)
-    dataset = method_dataset(config, encoder, method, data_dir)
+    dataset = method_dataset(config, encoder, method, data_dir, progress)
     lengths = row_lengths(dataset, method.columns) if config.length_bucketing else None
     encoder.pad_lengths = config.static_shapes  # () = pad each batch to its longest row
     if config.compile:  # in place: parameter names, state_dict and checkpoints stay those of the plain model
@@ -621,9 +624,9 @@ def train(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = 
 
     output_dir = Path(output_dir)
     _check_output_dir(output_dir, config, resume)
-    run = _setup(config, output_dir, data_dir, encoder, method, extra_metrics)
+    show = progress if progress is not None else (dist_utils.rank() == 0 and os.environ.get("CI") is None)
+    run = _setup(config, output_dir, data_dir, encoder, method, extra_metrics, show)
     _restore_or_start(run, resume)
-    show = progress if progress is not None else (run.rank == 0 and os.environ.get("CI") is None)
     bar = tqdm(total=run.total, initial=run.step, disable=not show, desc=config.method, unit="step")
     steps_this_call = 0
     run.modules.train()

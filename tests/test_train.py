@@ -1253,8 +1253,9 @@ def test_static_shapes_resume_like_an_uninterrupted_run(tmp_path):
 
 
 def test_method_dataset_shows_no_datasets_progress_bars(tmp_path, capfd):
-    """Reading and tokenising a training file prints no bars (in a notebook every bar state stays in the
-    output), and leaves the caller's setting of ``datasets``' bars as it was."""
+    """Without ``progress``, reading and tokenising a training file prints no bars (in a notebook every bar
+    state stays in the output) and leaves the caller's setting of ``datasets``' bars as it was; with it, the
+    bars show."""
     import datasets
 
     from cselab.methods import build_method
@@ -1269,3 +1270,6 @@ def test_method_dataset_shows_no_datasets_progress_bars(tmp_path, capfd):
     err = capfd.readouterr().err
     assert len(rows) == 50 and "Tokenising" not in err and "Generating train split" not in err, err
     assert datasets.is_progress_bar_enabled()
+    corpus.write_text(corpus.read_text("utf-8") + "one more sentence .\n", "utf-8")  # not cached either
+    T.method_dataset(config, encoder, build_method(config, encoder), progress=True)
+    assert "Tokenising" in capfd.readouterr().err  # the trainer's progress=True keeps them
