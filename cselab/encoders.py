@@ -438,6 +438,70 @@ class PromptTemplate:
         return f"PromptTemplate(prefix={self.prefix_text!r}, suffix={self.suffix_text!r} + [MASK])"
 
 
+class EncodeCache:
+    """Embeddings that :meth:`SentenceEncoder.encode` already computed in this process, by the encoder's
+    :meth:`~SentenceEncoder.weights_fingerprint` and each sentence's token ids.
+
+    A chapter evaluates the same unchanged encoder on the same sentences many times: every run of an
+    ablation scores its step 0, and a reloaded best checkpoint is scored again for a table or a plot.
+    On a CPU each of those is seconds of forward passes that give the same vectors; the cache hands
+    them back instead. Only CPU encoders use it (on a GPU the forward pass is cheaper than reading
+    the weights back to hash them). Rows are kept before normalisation, at most ``max_mb`` of them;
+    the least recently used encoder's rows go first. ``CSELAB_ENCODE_CACHE_MB=0`` turns it off.
+    """
+
+    def __init__(self, max_mb: float | None = None) -> None:
+        if max_mb is None:
+            text = os.environ.get("CSELAB_ENCODE_CACHE_MB", "256")
+            try:
+                max_mb = float(text)
+            except ValueError:
+                raise ValueError(f"CSELAB_ENCODE_CACHE_MB={text!r}: give a size in MB (0 turns the cache off).") \
+                    from None
+        self.max_bytes = int(max_mb * 2**20)
+        self.rows: dict[str, dict[tuple[int, ...], torch.Tensor]] = {}  # fingerprint -> ids -> (dim,); LRU order
+        self.n_bytes = 0
+
+    def enabled_for(self, device: torch.device) -> bool:
+        return self.max_bytes > 0 and device.type == "cpu"
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.n_bytes = 0
+
+    def fill(self, key: str | None, ids: Sequence[Sequence[int]], out: torch.Tensor) -> list[int]:
+        """Copy the known rows into ``out`` (n, dim); return the indices still to embed."""
+        known = self.rows.pop(key, None) if key is not None else None
+        if known is None:
+            return list(range(len(ids)))
+        self.rows[key] = known  # most recently used last
+        todo = []
+        for i, x in enumerate(ids):
+            row = known.get(tuple(x))
+            if row is None:
+                todo.append(i)
+            else:
+                out[i] = row
+        return todo
+
+    def store(self, key: str | None, ids: Sequence[Sequence[int]], out: torch.Tensor, new: list[int]) -> None:
+        """Keep the rows ``new`` of ``out`` under ``key``, then drop the oldest encoders' rows over budget."""
+        if key is None or not new:
+            return
+        known = self.rows.setdefault(key, {})
+        for i in new:
+            row = tuple(ids[i])
+            if row not in known:
+                known[row] = out[i].clone()
+                self.n_bytes += out[i].numel() * out[i].element_size()
+        while self.n_bytes > self.max_bytes and self.rows:
+            oldest = next(iter(self.rows))
+            self.n_bytes -= sum(r.numel() * r.element_size() for r in self.rows.pop(oldest).values())
+
+
+ENCODE_CACHE = EncodeCache()
+
+
 class SentenceEncoder(nn.Module):
     """A transformers encoder, a pooler and an optional projector (SimCSE §2, App. B).
 
@@ -665,10 +729,12 @@ class SentenceEncoder(nn.Module):
         from tqdm.auto import tqdm
 
         ids = self.tokenize(sentences, max_length)["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: memory peak shows early
+        out = torch.empty(len(ids), self.dim, dtype=torch.float32)
+        key = self.weights_fingerprint() if ENCODE_CACHE.enabled_for(self.device) else None
+        todo = ENCODE_CACHE.fill(key, ids, out)  # rows this encoder already embedded on identical ids
+        order = sorted(todo, key=lambda i: -len(ids[i]))  # longest first: memory peak shows early
         n_batches = (len(order) + batch_size - 1) // batch_size
         show = n_batches > 20 if show_progress is None else show_progress
-        out = torch.empty(len(ids), self.dim, dtype=torch.float32)
         was_training = self.training
         self.eval()
         try:
@@ -680,9 +746,32 @@ class SentenceEncoder(nn.Module):
                     out[torch.as_tensor(index)] = emb.float().cpu()
         finally:
             self.train(was_training)
+        ENCODE_CACHE.store(key, ids, out, order)
         if self.normalize if normalize is None else normalize:
             out = torch.nn.functional.normalize(out, dim=-1)
         return out
+
+    def weights_fingerprint(self) -> str:
+        """SHA-256 of everything besides the token ids that decides :meth:`forward`'s output in eval mode:
+        the class, the pooling, the model's architecture settings and the bytes of every weight and buffer
+        (projector included). Two encoders with equal fingerprints embed equal ids equally, whatever
+        their names or paths; one changed weight gives another fingerprint."""
+        import hashlib
+
+        config = getattr(self.model, "config", None)
+        settings = {k: v for k, v in (config.to_dict() if config is not None else {}).items()
+                    if not k.startswith("_") and k not in ("transformers_version", "architectures", "name_or_path")}
+        h = hashlib.sha256(json.dumps({"class": f"{type(self).__module__}.{type(self).__qualname__}",
+                                       "model": type(self.model).__qualname__, "config": settings,
+                                       "forward": self._forward_settings()}, sort_keys=True, default=str).encode())
+        for name, tensor in self.state_dict().items():  # (names, dtypes and shapes, then the bytes)
+            h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        return h.hexdigest()
+
+    def _forward_settings(self) -> dict:
+        """The wrapper's own settings that :meth:`forward` reads (a subclass adds its own)."""
+        return {"pooling": self.pooling, "prompt": self.prompt}
 
     def _check_encode_arguments(self, caller: str, sentences, batch_size: int, max_length: int | None) -> list[str]:
         if isinstance(sentences, str):
@@ -911,6 +1000,9 @@ class PromptEncoder(SentenceEncoder):
                              f"template takes {len(self.template)} tokens plus 2 special tokens.")
         ids = super().tokenize(sentences, limit)["input_ids"]
         return {"input_ids": [self.template.apply(x) for x in ids]}
+
+    def _forward_settings(self) -> dict:
+        return {**super()._forward_settings(), "template": self.template.to_dict()}
 
     def _extra_files(self) -> dict[str, str]:
         return {PROMPT_FILE: json.dumps(self.template.to_dict(), indent=2)}

@@ -51,3 +51,18 @@ def hf_dir(tmp_path_factory):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_encode_cache():
+    """Tests compute every embedding: ``SentenceEncoder.encode``'s in-process cache would let a second
+    call (another batch size, padding, training mode) return the first call's rows. Session-scoped, so
+    that it is off before any module fixture encodes; the cache's own tests (test_encoders.py) turn it on
+    for themselves with ``cache_on``."""
+    from cselab.encoders import ENCODE_CACHE
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ENCODE_CACHE, "max_bytes", 0)
+        ENCODE_CACHE.clear()
+        yield
+        ENCODE_CACHE.clear()

@@ -305,6 +305,101 @@ def test_encode_normalize(with_pooling):
     torch.testing.assert_close(encoder.encode(SENTENCES, normalize=False), raw)
 
 
+# ----------------------------------------------------------------------------- encode's cache
+@pytest.fixture
+def cache_on(monkeypatch):
+    """The in-process encode cache with room for 1 MB, for one test (conftest keeps it off elsewhere)."""
+    monkeypatch.setattr(enc.ENCODE_CACHE, "max_bytes", 2**20)
+    enc.ENCODE_CACHE.clear()
+    yield enc.ENCODE_CACHE
+    enc.ENCODE_CACHE.clear()
+
+
+def _rows_through_forward(encoder: SentenceEncoder):
+    """A list that grows by each forward pass's batch size (a forward hook), and the hook's handle."""
+    seen: list[int] = []
+    return seen, encoder.register_forward_hook(lambda module, args, kwargs, out: seen.append(out.shape[0]),
+                                               with_kwargs=True)
+
+
+def test_encode_cache_embeds_only_new_sentences(with_pooling, cache_on):
+    encoder = with_pooling("avg")
+    seen, hook = _rows_through_forward(encoder)
+    try:
+        first = encoder.encode(SENTENCES[:4])
+        again = encoder.encode(SENTENCES[2:] + SENTENCES[:1])  # 3 known (2, 3, 0), 3 new (4, 5, 6)
+    finally:
+        hook.remove()
+    assert sum(seen) == 4 + 3
+    cache_on.max_bytes = 0  # the reference: every row computed now
+    expected = encoder.encode(SENTENCES[2:] + SENTENCES[:1])
+    torch.testing.assert_close(again, expected, rtol=0, atol=ATOL)
+    torch.testing.assert_close(first[2:], expected[:2], rtol=0, atol=0)  # handed back, not recomputed
+
+
+def test_encode_cache_misses_after_a_weight_change_and_for_another_pooling(with_pooling, cache_on):
+    encoder = with_pooling("avg")
+    before = encoder.encode(SHORT)
+    seen, hook = _rows_through_forward(encoder)
+    try:
+        with_pooling("avg_top2")
+        other_pooling = encoder.encode(SHORT)
+        with_pooling("avg")
+        with torch.no_grad():
+            encoder.model.embeddings.word_embeddings.weight[5:] *= 1.5  # every token's vector changes
+        changed = encoder.encode(SHORT)
+        with torch.no_grad():
+            encoder.model.embeddings.word_embeddings.weight[5:] /= 1.5
+    finally:
+        hook.remove()
+    assert seen == [2, 2]
+    assert (other_pooling - before).abs().max() > 1e-3 and (changed - before).abs().max() > 1e-3
+    torch.testing.assert_close(encoder.encode(SHORT), before, rtol=0, atol=ATOL)
+
+
+def test_encode_cache_normalises_after_the_cache(with_pooling, cache_on):
+    encoder = with_pooling("avg")
+    raw = encoder.encode(SENTENCES)
+    unit = encoder.encode(SENTENCES, normalize=True)
+    torch.testing.assert_close(unit, torch.nn.functional.normalize(raw, dim=-1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(encoder.encode(SENTENCES), raw, rtol=0, atol=0)
+
+
+def test_weights_fingerprint_survives_save_and_load_but_not_another_setting(tmp_path):
+    encoder = SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg")
+    encoder.save_sentence_transformer(tmp_path / "saved")
+    loaded = SentenceEncoder.from_pretrained(tmp_path / "saved")
+    assert loaded.name != encoder.name  # names and paths are not part of it
+    assert loaded.weights_fingerprint() == encoder.weights_fingerprint()
+    assert SentenceEncoder.from_pretrained("cselab/tiny", pooling="cls_before_pooler").weights_fingerprint() \
+        != encoder.weights_fingerprint()
+    assert SentenceEncoder.from_pretrained("cselab/tiny", pooling="avg", seed=1).weights_fingerprint() \
+        != encoder.weights_fingerprint()  # another random init
+
+
+def test_encode_cache_drops_the_least_recently_used_encoder(with_pooling, cache_on):
+    encoder = with_pooling("avg")
+    one_call = len(SENTENCES) * encoder.dim * 4  # bytes of float32 rows
+    cache_on.max_bytes = one_call + one_call // 2  # room for one encoder's rows, not two
+    encoder.encode(SENTENCES)
+    first = encoder.weights_fingerprint()
+    with_pooling("avg_top2").encode(SENTENCES)
+    assert list(cache_on.rows) == [encoder.weights_fingerprint()] and first not in cache_on.rows
+    assert cache_on.n_bytes == one_call <= cache_on.max_bytes
+
+
+def test_encode_cache_is_for_cpu_encoders_and_reads_its_size_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CSELAB_ENCODE_CACHE_MB", "0.5")
+    cache = enc.EncodeCache()
+    assert cache.max_bytes == 2**19
+    assert cache.enabled_for(torch.device("cpu")) and not cache.enabled_for(torch.device("cuda"))
+    monkeypatch.setenv("CSELAB_ENCODE_CACHE_MB", "0")
+    assert not enc.EncodeCache().enabled_for(torch.device("cpu"))
+    monkeypatch.setenv("CSELAB_ENCODE_CACHE_MB", "lots")
+    with pytest.raises(ValueError, match="CSELAB_ENCODE_CACHE_MB='lots'"):
+        enc.EncodeCache()
+
+
 @pytest.mark.parametrize("show", [True, False, None])
 def test_encode_show_progress(with_pooling, show, capsys):
     encoder = with_pooling("avg")
