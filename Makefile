@@ -62,8 +62,9 @@ solutions: $(VENV)/.cselab-base
 slides: $(VENV)/.cselab-base
 	$(PY) -m cselab.course slides build/slides $(if $(REVEAL_PREFIX),--reveal-prefix $(REVEAL_PREFIX)) $(if $(REQUIRE_JS),--require-js-url $(REQUIRE_JS))
 
+# --durations: the slowest tests at the end of the log, to see where CI's minutes go
 test: $(VENV)/.cselab-dev
-	CSELAB_PROFILE=ci $(PY) -m pytest $(PYTEST_ARGS)
+	CSELAB_PROFILE=ci $(PY) -m pytest --durations=30 $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.cselab-dev
 	CSELAB_PROFILE=ci $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
