@@ -717,6 +717,8 @@ class SentenceEncoder(nn.Module):
         Sentences are tokenised once, sorted by token length and batched so that each
         batch pads to its own longest sentence; results are put back in input order.
         Runs under ``torch.inference_mode`` with dropout off (training mode is restored).
+        On a CPU, rows this encoder (same weights and settings) already embedded are handed
+        back from :data:`ENCODE_CACHE` instead of recomputed.
 
         Args:
             sentences: list of strings (not a single string).
