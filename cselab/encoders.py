@@ -445,8 +445,8 @@ class EncodeCache:
     A chapter evaluates the same unchanged encoder on the same sentences many times: every run of an
     ablation scores its step 0, and a reloaded best checkpoint is scored again for a table or a plot.
     On a CPU each of those is seconds of forward passes that give the same vectors; the cache hands
-    them back instead. Only CPU encoders use it (on a GPU the forward pass is cheaper than reading
-    the weights back to hash them). Rows are kept before normalisation, at most ``max_mb`` of them;
+    them back instead. Only the course's encoder classes on a CPU use it (:meth:`enabled_for`; on a
+    GPU the forward pass is cheaper than reading the weights back to hash them). Rows are kept before normalisation, at most ``max_mb`` of them;
     the least recently used encoder's rows go first. ``CSELAB_ENCODE_CACHE_MB=0`` turns it off.
     """
 
@@ -462,8 +462,12 @@ class EncodeCache:
         self.rows: dict[str, dict[tuple[int, ...], torch.Tensor]] = {}  # fingerprint -> ids -> (dim,); LRU order
         self.n_bytes = 0
 
-    def enabled_for(self, device: torch.device) -> bool:
-        return self.max_bytes > 0 and device.type == "cpu"
+    def enabled_for(self, encoder: "SentenceEncoder") -> bool:
+        """On for the course's own encoder classes on a CPU. A subclass written elsewhere (a notebook's
+        own ``forward``) or an instance with a replaced ``forward`` is always recomputed: redefining
+        a class under the same name must not hand back the old class's vectors."""
+        return (self.max_bytes > 0 and encoder.device.type == "cpu" and type(encoder).__module__ == __name__
+                and "forward" not in vars(encoder))
 
     def clear(self) -> None:
         self.rows.clear()
@@ -732,7 +736,7 @@ class SentenceEncoder(nn.Module):
 
         ids = self.tokenize(sentences, max_length)["input_ids"]
         out = torch.empty(len(ids), self.dim, dtype=torch.float32)
-        key = self.weights_fingerprint() if ENCODE_CACHE.enabled_for(self.device) else None
+        key = self.weights_fingerprint() if ENCODE_CACHE.enabled_for(self) else None
         todo = ENCODE_CACHE.fill(key, ids, out)  # rows this encoder already embedded on identical ids
         order = sorted(todo, key=lambda i: -len(ids[i]))  # longest first: memory peak shows early
         n_batches = (len(order) + batch_size - 1) // batch_size

@@ -388,13 +388,26 @@ def test_encode_cache_drops_the_least_recently_used_encoder(with_pooling, cache_
     assert cache_on.n_bytes == one_call <= cache_on.max_bytes
 
 
-def test_encode_cache_is_for_cpu_encoders_and_reads_its_size_from_the_environment(monkeypatch):
+class _OwnForward(SentenceEncoder):  # a subclass written outside cselab, as a notebook would
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return super().forward(input_ids, attention_mask, token_type_ids) * 2
+
+
+def test_encode_cache_is_for_the_course_encoders_on_a_cpu_and_reads_its_size_from_the_environment(tiny,
+                                                                                                   monkeypatch):
     monkeypatch.setenv("CSELAB_ENCODE_CACHE_MB", "0.5")
     cache = enc.EncodeCache()
     assert cache.max_bytes == 2**19
-    assert cache.enabled_for(torch.device("cpu")) and not cache.enabled_for(torch.device("cuda"))
+    assert cache.enabled_for(tiny)
+    with monkeypatch.context() as m:
+        m.setattr(type(tiny), "device", property(lambda self: torch.device("cuda")))
+        assert not cache.enabled_for(tiny)
+    assert not cache.enabled_for(_OwnForward(tiny.model, tiny.tokenizer, "avg"))
+    replaced = SentenceEncoder(tiny.model, tiny.tokenizer, "avg")
+    replaced.forward = lambda *args, **kwargs: None
+    assert not cache.enabled_for(replaced)
     monkeypatch.setenv("CSELAB_ENCODE_CACHE_MB", "0")
-    assert not enc.EncodeCache().enabled_for(torch.device("cpu"))
+    assert not enc.EncodeCache().enabled_for(tiny)
     monkeypatch.setenv("CSELAB_ENCODE_CACHE_MB", "lots")
     with pytest.raises(ValueError, match="CSELAB_ENCODE_CACHE_MB='lots'"):
         enc.EncodeCache()
